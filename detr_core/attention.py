@@ -1,0 +1,169 @@
+"""Multi-head attention on ``scaled_dot_product_attention`` with an additive bias.
+
+Every DETR variant here reduces to ``softmax(q kᵀ · scale + bias) v`` per head, where ``bias`` carries
+the key padding (``-inf``) and, for SMCA / SAM-DETR w/ SMCA, a log-Gaussian spatial prior. The helper
+uses PyTorch's fused kernel unless attention weights are requested (visualisation), in which case the
+explicit softmax path returns them.
+
+Tensors are batch-first: (B, L, C).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "multi_head_attention",
+    "padding_bias",
+    "MultiheadAttention",
+    "ProjectedAttention",
+    "ConditionalSelfAttention",
+]
+
+
+def padding_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, L) bool key padding mask (True = padding) -> (B, 1, 1, L) additive bias (0 / -inf)."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill_(mask, float("-inf"))[:, None, None, :]
+
+
+def multi_head_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    num_heads: int,
+    attn_bias: Optional[torch.Tensor] = None,
+    dropout_p: float = 0.0,
+    scale: Optional[float] = None,
+    need_weights: bool = False,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Scaled dot-product attention over already-projected heads.
+
+    Args:
+        query: (B, Lq, H * Dqk); key: (B, Lk, H * Dqk); value: (B, Lk, H * Dv). Dqk may differ from Dv
+            (Conditional DETR concatenates content and spatial parts: Dqk = 64, Dv = 32).
+        num_heads: H.
+        attn_bias: additive float bias broadcastable to (B, H, Lq, Lk), added after scaling.
+        dropout_p: dropout on the attention probabilities (pass 0 in eval).
+        scale: logit scale, default Dqk ** -0.5.
+        need_weights: also return the (B, H, Lq, Lk) attention probabilities (before dropout).
+
+    Returns:
+        (B, Lq, H * Dv) output and the weights or None.
+    """
+    bsz, len_q, _ = query.shape
+    len_k = key.shape[1]
+    q = query.view(bsz, len_q, num_heads, -1).transpose(1, 2)
+    k = key.view(bsz, len_k, num_heads, -1).transpose(1, 2)
+    v = value.view(bsz, len_k, num_heads, -1).transpose(1, 2)
+    if attn_bias is not None and attn_bias.dtype != q.dtype:
+        attn_bias = attn_bias.to(q.dtype)
+    weights = None
+    if need_weights:
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        logits = (q * scale) @ k.transpose(-2, -1)
+        if attn_bias is not None:
+            logits = logits + attn_bias
+        weights = logits.softmax(dim=-1)
+        out = F.dropout(weights, p=dropout_p) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
+    return out.transpose(1, 2).reshape(bsz, len_q, -1), weights
+
+
+class MultiheadAttention(nn.Module):
+    """Drop-in for ``nn.MultiheadAttention`` (same parameter names: ``in_proj_weight``, ``in_proj_bias``,
+    ``out_proj``), batch-first, with an additive bias and a fused q/k projection when ``query is key``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_bias: Optional[torch.Tensor] = None,
+        need_weights: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """query (B, Lq, E), key/value (B, Lk, E) -> ((B, Lq, E), weights or None)."""
+        e = self.embed_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if query is key:
+            q, k = F.linear(query, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
+        else:
+            q = F.linear(query, w[:e], b[:e])
+            k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
+        v = F.linear(value, w[2 * e :], b[2 * e :])
+        out, weights = multi_head_attention(
+            q, k, v, self.num_heads, attn_bias, self.dropout if self.training else 0.0, need_weights=need_weights
+        )
+        return self.out_proj(out), weights
+
+
+class ProjectedAttention(nn.Module):
+    """Attention whose inputs are projected outside (Conditional / DAB / SAM-DETR decoders): only ``out_proj``.
+
+    ``embed_dim`` is the query/key width (it may exceed the value width, e.g. 512 vs 256 in Conditional
+    DETR's cross-attention); the logit scale is (embed_dim / num_heads) ** -0.5 unless given.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, value_dim: Optional[int] = None):
+        super().__init__()
+        value_dim = embed_dim if value_dim is None else value_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.scale = (embed_dim // num_heads) ** -0.5
+        self.out_proj = nn.Linear(value_dim, value_dim)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query, key, value, attn_bias=None, need_weights: bool = False):
+        out, weights = multi_head_attention(
+            query,
+            key,
+            value,
+            self.num_heads,
+            attn_bias,
+            self.dropout if self.training else 0.0,
+            scale=self.scale,
+            need_weights=need_weights,
+        )
+        return self.out_proj(out), weights
+
+
+class ConditionalSelfAttention(ProjectedAttention):
+    """Decoder self-attention with separate content and positional projections (Conditional DETR §3.3,
+    reused by DAB-DETR and SAM-DETR): q = Wqc·t + Wqp·p, k = Wkc·t + Wkp·p, v = Wv·t.
+
+    Official checkpoints name the projections ``sa_{qcontent,qpos,kcontent,kpos,v}_proj`` on the decoder
+    layer and the output ``self_attn.out_proj``; here they all live under ``self_attn``
+    (``self_attn.qcontent_proj``, ..., ``self_attn.out_proj``).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
+        super().__init__(d_model, num_heads, dropout)
+        self.qcontent_proj = nn.Linear(d_model, d_model)
+        self.qpos_proj = nn.Linear(d_model, d_model)
+        self.kcontent_proj = nn.Linear(d_model, d_model)
+        self.kpos_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, need_weights: bool = False):
+        """tgt, query_pos: (B, Q, C) -> ((B, Q, C), weights or None)."""
+        q = self.qcontent_proj(tgt) + self.qpos_proj(query_pos)
+        k = self.kcontent_proj(tgt) + self.kpos_proj(query_pos)
+        return super().forward(q, k, self.v_proj(tgt), need_weights=need_weights)

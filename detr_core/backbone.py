@@ -1,0 +1,79 @@
+"""Backbone adapter: detectron2's ResNet plus the padding masks DETR-family models need."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.config import get_cfg
+from detectron2.modeling.backbone import ResNet, build_resnet_backbone
+
+__all__ = ["build_resnet", "padding_mask"]
+
+
+def build_resnet(
+    depth: int = 50,
+    *,
+    dc5: bool = False,
+    freeze_at: int = 2,
+    out_features: Sequence[str] = ("res5",),
+    norm: str = "FrozenBN",
+    stride_in_1x1: bool = False,
+    in_channels: int = 3,
+) -> ResNet:
+    """Build detectron2's ResNet the way DETR-family recipes use it (the LazyConfig entry point).
+
+    Defaults follow the papers: torchvision-style weights (``stride_in_1x1=False``), frozen BatchNorm,
+    stem + res2 frozen (``freeze_at=2``) and only C5 returned. ``dc5=True`` replaces the stride of res5 by
+    dilation 2 (output stride 16; depth >= 50 only). Depth 18/34 serve the tiny CPU configs.
+
+    The network is made by detectron2's own ``build_resnet_backbone`` from an equivalent yacs node, so the
+    LazyConfig and yacs paths build the same module.
+    """
+    if dc5 and depth < 50:
+        raise ValueError(f"dc5=True needs a bottleneck ResNet (depth >= 50), got depth={depth}")
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.OUT_FEATURES = list(out_features)
+    cfg.MODEL.RESNETS.NORM = norm
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = stride_in_1x1
+    cfg.MODEL.RESNETS.RES5_DILATION = 2 if dc5 else 1
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
+    return build_resnet_backbone(cfg, ShapeSpec(channels=in_channels))
+
+
+def padding_mask(image_sizes: torch.Tensor, feature_shape: Sequence[int], stride: int) -> torch.Tensor:
+    """Padding mask of a feature map, ``True`` on cells that only see padding.
+
+    The valid extent of an image of height ``h`` at stride ``s`` is ``ceil(h / s)``: every strided conv and
+    pooling in a ResNet maps ``n`` cells to ``ceil(n / 2)``, so this is exactly the size the same image
+    would have on its own. Building the mask from ``image_sizes`` (not by resizing a pixel mask) keeps a
+    model's detections independent of the other images in the batch.
+
+    Args:
+        image_sizes: (B, 2) long tensor of unpadded (h, w) in input pixels.
+        feature_shape: (H, W) of the feature map.
+        stride: the feature map's stride in input pixels.
+
+    Returns:
+        (B, H, W) bool tensor.
+    """
+    height, width = feature_shape
+    valid = torch.div(image_sizes + (stride - 1), stride, rounding_mode="floor")
+    rows = torch.arange(height, device=image_sizes.device)
+    cols = torch.arange(width, device=image_sizes.device)
+    pad_rows = rows[None, :] >= valid[:, 0:1]  # (B, H)
+    pad_cols = cols[None, :] >= valid[:, 1:2]  # (B, W)
+    return pad_rows[:, :, None] | pad_cols[:, None, :]
+
+
+def feature_shape_spec(backbone, name: str) -> ShapeSpec:
+    """The ShapeSpec of one output of ``backbone``, with a clear error when it is not produced."""
+    shapes = backbone.output_shape()
+    if name not in shapes:
+        raise KeyError(
+            f"backbone does not output feature {name!r}; it outputs {sorted(shapes)}. "
+            "Set MODEL.RESNETS.OUT_FEATURES (yacs) or build_resnet(out_features=...) (LazyConfig)."
+        )
+    return shapes[name]

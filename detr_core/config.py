@@ -1,0 +1,111 @@
+"""yacs configuration shared by the DETR family (``add_detr_config`` and the helpers variants build on)."""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+from detectron2.modeling import build_backbone
+
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher
+
+__all__ = ["add_detr_config", "add_detr_family_defaults", "detr_family_node", "base_from_config", "criterion_from_node"]
+
+# torchvision ImageNet statistics on the 0-255 scale, RGB: the pretrained R-50.pkl expects these.
+TORCHVISION_PIXEL_MEAN = [123.675, 116.280, 103.530]
+TORCHVISION_PIXEL_STD = [58.395, 57.120, 57.375]
+
+
+def detr_family_node(**overrides) -> CN:
+    """A config node with the keys every DETR-family meta-architecture reads, with DETR's defaults."""
+    node = CN()
+    node.NUM_CLASSES = 80
+    node.NUM_OBJECT_QUERIES = 100
+    node.IN_FEATURE = "res5"
+    node.HIDDEN_DIM = 256
+    node.NHEADS = 8
+    node.ENC_LAYERS = 6
+    node.DEC_LAYERS = 6
+    node.DIM_FEEDFORWARD = 2048
+    node.DROPOUT = 0.1
+    node.PE_TEMPERATURE = 10000.0
+    node.DEEP_SUPERVISION = True
+    # matching costs and loss weights
+    node.COST_CLASS = 1.0
+    node.COST_BBOX = 5.0
+    node.COST_GIOU = 2.0
+    node.CLASS_WEIGHT = 1.0
+    node.L1_WEIGHT = 5.0
+    node.GIOU_WEIGHT = 2.0
+    node.NO_OBJECT_WEIGHT = 0.1
+    node.FOCAL_ALPHA = 0.25
+    node.FOCAL_GAMMA = 2.0
+    node.TEST_TOPK = 100
+    node.SIZE_DIVISIBILITY = 1
+    for key, value in overrides.items():
+        setattr(node, key, value)
+    return node
+
+
+def add_detr_family_defaults(cfg: CN) -> None:
+    """Backbone, input and solver defaults of the DETR recipes (torchvision R50, RGB, AdamW, clipping)."""
+    cfg.MODEL.PIXEL_MEAN = list(TORCHVISION_PIXEL_MEAN)
+    cfg.MODEL.PIXEL_STD = list(TORCHVISION_PIXEL_STD)
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+    if "OPTIMIZER" not in cfg.SOLVER:
+        cfg.SOLVER.OPTIMIZER = "ADAMW"
+    if "BACKBONE_MULTIPLIER" not in cfg.SOLVER:
+        cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    cfg.SOLVER.BASE_LR = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+
+
+def add_detr_config(cfg: CN) -> None:
+    """Add ``cfg.MODEL.DETR`` and the DETR recipe defaults, so that with
+    ``cfg.MODEL.META_ARCHITECTURE = "DETR"``, ``build_model(cfg)`` builds vanilla DETR."""
+    add_detr_family_defaults(cfg)
+    cfg.MODEL.DETR = detr_family_node()
+
+
+def criterion_from_node(node: CN, loss_class: str) -> SetCriterion:
+    """The matcher and criterion a config node describes (``loss_class`` "ce" or "focal")."""
+    matcher = HungarianMatcher(
+        cost_class=node.COST_CLASS,
+        cost_bbox=node.COST_BBOX,
+        cost_giou=node.COST_GIOU,
+        class_cost=loss_class,
+        focal_alpha=node.FOCAL_ALPHA,
+        focal_gamma=node.FOCAL_GAMMA,
+    )
+    return SetCriterion(
+        num_classes=node.NUM_CLASSES,
+        matcher=matcher,
+        weight_dict={"loss_ce": node.CLASS_WEIGHT, "loss_bbox": node.L1_WEIGHT, "loss_giou": node.GIOU_WEIGHT},
+        loss_class=loss_class,
+        eos_coef=node.NO_OBJECT_WEIGHT,
+        focal_alpha=node.FOCAL_ALPHA,
+        focal_gamma=node.FOCAL_GAMMA,
+    )
+
+
+def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
+    """Keyword arguments of :class:`DETRMetaArch` read from a yacs config and a variant's node."""
+    return {
+        "backbone": build_backbone(cfg),
+        "criterion": criterion_from_node(node, loss_class),
+        "num_classes": node.NUM_CLASSES,
+        "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+        "pixel_std": cfg.MODEL.PIXEL_STD,
+        "input_format": cfg.INPUT.FORMAT,
+        "size_divisibility": node.SIZE_DIVISIBILITY,
+        "test_topk": node.TEST_TOPK,
+        "aux_loss": node.DEEP_SUPERVISION,
+    }
