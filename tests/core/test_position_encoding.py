@@ -59,3 +59,20 @@ def test_sine_embedding_boxes_order_and_shape():
         assert emb[0, 4 * slot].item() == pytest.approx(math.sin(value * 2 * math.pi), abs=1e-6)
     with pytest.raises(ValueError, match="last dim 3"):
         sine_embedding(torch.zeros(1, 3))
+
+
+def test_gaussian_log_prior_hand_checked():
+    from detr_core.spatial_prior import feature_grid, gaussian_log_prior
+
+    grid = feature_grid(2, 3)  # (x, y): (0,0) (1,0) (2,0) (0,1) (1,1) (2,1)
+    assert grid.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]]
+    assert feature_grid(1, 2, offset=0.5).tolist() == [[0.5, 0.5], [1.5, 0.5]]
+    centers = torch.tensor([[[[1.0, 0.0], [2.0, 1.0]]]])  # B=1, Q=1, M=2 heads
+    scales = torch.tensor([[[[1.0, 2.0], [0.5, 1.0]]]])
+    bias = gaussian_log_prior(centers, scales, grid, beta=8.0)
+    assert bias.shape == (1, 2, 1, 6)
+    # head 0: centre (1, 0), s = (1, 2): cell (x=0, y=1) → -(1·1 + 4·1)/8
+    assert bias[0, 0, 0, 3].item() == pytest.approx(-5 / 8)
+    assert bias[0, 0, 0, 1].item() == 0.0  # at the centre
+    # head 1: centre (2, 1), s = (0.5, 1): cell (0, 0) → -(0.25·4 + 1·1)/8
+    assert bias[0, 1, 0, 0].item() == pytest.approx(-2 / 8)

@@ -1,0 +1,24 @@
+"""One model scale for every ``*_shapes.py`` config, so variants race on equal terms on a CPU.
+
+ResNet-18 from scratch (no pretrained weights are reachable offline), trainable BatchNorm, C4 features
+(stride 16: a 160-px image gives 10x10 memory tokens), a 3+3-layer transformer of width 128 with 8 heads,
+and 30 queries (a shapes image holds at most 8 objects). Recipes (losses, matching costs, initialisation,
+activations) stay each paper's own.
+"""
+from detectron2.config import LazyCall as L
+
+from detr_core import build_resnet
+
+NUM_CLASSES = 6
+D_MODEL = 128
+NHEAD = 8
+ENC_LAYERS = 3
+DEC_LAYERS = 3
+DIM_FEEDFORWARD = 512
+NUM_QUERIES = 30
+IN_FEATURE = "res4"
+
+backbone = L(build_resnet)(depth=18, out_features=(IN_FEATURE,), norm="BN", freeze_at=0)
+
+# Shapes training: batch 8 of ~160-px images; about 0.5 s per iteration on 2 CPU cores for DETR.
+MAX_ITER = 600

@@ -1,0 +1,13 @@
+"""Training defaults shared by every config (detectron2 LazyConfig ``train`` namespace)."""
+train = dict(
+    output_dir="./output",
+    init_checkpoint="detectron2://ImageNetPretrained/torchvision/R-50.pkl",
+    max_iter=90000,
+    device="auto",  # cuda when available, else cpu
+    amp=dict(enabled=True),  # used on CUDA only (detectron2's AMPTrainer); CPU trains in fp32
+    clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),  # global norm, as all five papers
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,
+    log_period=20,
+)

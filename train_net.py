@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs.
+
+    python train_net.py --config-file configs/detr/detr_shapes.py
+    python train_net.py --config-file configs/sam_detr/sam_detr_r50_12ep.py --num-gpus 8
+    python train_net.py --config-file CFG --eval-only train.init_checkpoint=output/model_final.pth
+    python train_net.py --config-file CFG --resume              # continue from output_dir/last_checkpoint
+    python train_net.py --config-file CFG train.max_iter=500 dataloader.train.total_batch_size=4
+
+Follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the DETR recipes need: gradient
+clipping by global norm (``train.clip_grad``), a lower backbone learning rate (in ``optimizer.params``),
+AMP on CUDA, and CPU training when no GPU is present.
+"""
+import logging
+import os
+import sys
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
+from detr_core.solver import add_grad_clipping
+
+logger = logging.getLogger("detr_family")
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` → cuda when available, else cpu; an explicit cuda request without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={device!r} but no CUDA device is available; use train.device=cpu or auto")
+    return device
+
+
+def do_test(cfg, model):
+    """Evaluate on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``; returns the results dict."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    loader = instantiate(cfg.dataloader.test)  # builds the dataset first (generates shapes if needed)
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    results = inference_on_dataset(model, loader, evaluator)
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def do_train(args, cfg):
+    """Train with detectron2's SimpleTrainer/AMPTrainer and standard hooks; resume or load weights."""
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    logger.info("Model:\n%s", model)
+
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    clip = cfg.train.get("clip_grad", {})
+    if clip.get("enabled", False):
+        add_grad_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
+
+    train_loader = instantiate(cfg.dataloader.train)
+    model = create_ddp_model(model, **cfg.train.ddp)
+    use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
+    trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optimizer)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def setup(args):
+    if not os.path.isfile(args.config_file):
+        raise FileNotFoundError(f"config file not found: {args.config_file}")
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg.train.device = resolve_device(cfg.train.get("device", "auto"))
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = create_ddp_model(model)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    do_train(args, cfg)
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(invoke_main())
