@@ -1,4 +1,5 @@
 """Shared machinery of the DETR family and the vanilla DETR baseline (registered as ``DETR``)."""
+from . import data
 from .attention import ConditionalSelfAttention, MultiheadAttention, ProjectedAttention, multi_head_attention, padding_bias
 from .backbone import build_resnet, padding_mask
 from .config import add_detr_config, add_detr_family_defaults, base_from_config, criterion_from_node, detr_family_node

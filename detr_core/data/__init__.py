@@ -1,0 +1,65 @@
+"""Data for DETR-family detectors: the embedded ``shapes`` dataset, DETR augmentation and mapper."""
+
+from .shapes import (
+    SHAPES_CLASSES,
+    SHAPES_DEFAULT_SPLITS,
+    ensure_shapes,
+    ensure_shapes_split,
+    generate_shapes,
+    register_shapes,
+    register_shapes_variant,
+    render_scene,
+    render_shape,
+)
+from .transforms import (
+    COCO_CROP_RESIZE_SIZES,
+    COCO_CROP_SIZE_RANGE,
+    COCO_MAX_SIZE,
+    COCO_MIN_SIZES,
+    COCO_TEST_SIZE,
+    SHAPES_CROP_RESIZE_SIZES,
+    SHAPES_CROP_SIZE_RANGE,
+    SHAPES_MAX_SIZE,
+    SHAPES_MIN_SIZES,
+    SHAPES_TEST_SIZE,
+    DETRDatasetMapper,
+    RandomSelect,
+    build_detr_train_augmentation,
+    coco_test_augmentation,
+    coco_train_augmentation,
+    shapes_test_augmentation,
+    shapes_train_augmentation,
+)
+
+__all__ = [
+    "COCO_CROP_RESIZE_SIZES",
+    "COCO_CROP_SIZE_RANGE",
+    "COCO_MAX_SIZE",
+    "COCO_MIN_SIZES",
+    "COCO_TEST_SIZE",
+    "SHAPES_CLASSES",
+    "SHAPES_CROP_RESIZE_SIZES",
+    "SHAPES_CROP_SIZE_RANGE",
+    "SHAPES_DEFAULT_SPLITS",
+    "SHAPES_MAX_SIZE",
+    "SHAPES_MIN_SIZES",
+    "SHAPES_TEST_SIZE",
+    "DETRDatasetMapper",
+    "RandomSelect",
+    "build_detr_train_augmentation",
+    "coco_test_augmentation",
+    "coco_train_augmentation",
+    "ensure_shapes",
+    "ensure_shapes_split",
+    "generate_shapes",
+    "register_shapes",
+    "register_shapes_variant",
+    "render_scene",
+    "render_shape",
+    "shapes_test_augmentation",
+    "shapes_train_augmentation",
+]
+
+# Like detectron2's builtin datasets: importing the package registers shapes_train / shapes_val (lazily;
+# the images are generated on first use under $DETECTRON2_DATASETS, default ./datasets).
+register_shapes()

@@ -1,0 +1,294 @@
+"""Tests for the embedded procedurally generated ``shapes`` dataset (detr_core/data/shapes.py)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detr_core.data import shapes
+from detr_core.data.shapes import (
+    SHAPES_CLASSES,
+    ensure_shapes_split,
+    generate_shapes,
+    register_shapes,
+    register_shapes_variant,
+    render_scene,
+    render_shape,
+)
+
+K = len(SHAPES_CLASSES)
+
+
+def _load(json_path):
+    with open(json_path) as f:
+        return json.load(f)
+
+
+def _pixels(image_root, file_name):
+    return np.asarray(Image.open(os.path.join(image_root, file_name)).convert("RGB"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Determinism
+# ------------------------------------------------------------------------------------------------
+def test_same_seed_gives_identical_files(tmp_path):
+    ja = generate_shapes(str(tmp_path / "a"), "tiny", 8, 64, seed=3)
+    jb = generate_shapes(str(tmp_path / "b"), "tiny", 8, 64, seed=3)
+    with open(ja, "rb") as fa, open(jb, "rb") as fb:
+        assert fa.read() == fb.read()
+    data = _load(ja)
+    assert len(data["images"]) == 8
+    for im in data["images"]:
+        a = (tmp_path / "a" / "shapes" / "tiny" / im["file_name"]).read_bytes()
+        assert a == (tmp_path / "b" / "shapes" / "tiny" / im["file_name"]).read_bytes()
+
+
+def test_different_seed_or_split_gives_different_data(tmp_path):
+    root = str(tmp_path)
+    j3 = generate_shapes(root, "tiny", 8, 64, seed=3)
+    p3 = _pixels(os.path.join(root, "shapes", "tiny"), "000000.png")
+    a3 = _load(j3)["annotations"]
+    j4 = generate_shapes(root, "tiny", 8, 64, seed=4)
+    p4 = _pixels(os.path.join(root, "shapes", "tiny"), "000000.png")
+    assert _load(j4)["annotations"] != a3
+    assert not np.array_equal(p3, p4)
+    # Same seed, other split name: train and val never share images.
+    generate_shapes(root, "other", 8, 64, seed=4)
+    assert not np.array_equal(p4, _pixels(os.path.join(root, "shapes", "other"), "000000.png"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Geometry of single shapes
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("class_name", SHAPES_CLASSES)
+@pytest.mark.parametrize(
+    "size,aspect,angle",
+    [(6.0, 1.0, 0.0), (40.0, 2.0, 0.3), (100.0, 0.5, 1.2), (23.0, 1.3, 2.9)],
+)
+def test_box_matches_drawn_pixels(class_name, size, aspect, angle):
+    bg = (10, 200, 30)
+    image, box = render_shape(
+        class_name, 160, (77.3, 81.6), size, aspect, angle, colour=(240, 20, 200), background=bg
+    )
+    fg = np.any(image != np.asarray(bg, dtype=np.uint8), axis=-1)
+    ys, xs = np.nonzero(fg)
+    pixel_box = [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+    # Exact by construction (the brief's bar is 1 px); an off-by-one in the box would fail here.
+    np.testing.assert_allclose(box, pixel_box, atol=1e-6)
+    # And the drawn extent is the requested geometry (within rasterisation error).
+    assert max(box[2], box[3]) <= size * max(aspect, 1 / aspect) ** 0.5 * 1.5 + 2
+    assert max(box[2], box[3]) >= size * 0.4 - 1
+
+
+def test_axis_aligned_square_box_is_exact():
+    _, box = render_shape("square", 160, (80.0, 80.0), 40.0, 1.0, 0.0)
+    np.testing.assert_allclose(box, [60, 60, 40, 40], atol=1.0)
+    _, box = render_shape("square", 160, (80.0, 80.0), 40.0, 4.0, 0.0)  # 80 x 20 rectangle
+    np.testing.assert_allclose(box, [40, 70, 80, 20], atol=1.0)
+
+
+def test_ring_has_a_hole_and_circle_does_not():
+    ring, _ = render_shape("ring", 64, (32.0, 32.0), 40.0)
+    circle, _ = render_shape("circle", 64, (32.0, 32.0), 40.0)
+    assert ring[32, 32].sum() == 0 and circle[32, 32].sum() > 0
+    assert ring[32, 12:16].sum() > 0  # the ring itself is drawn
+
+
+def test_scene_occlusion_rule():
+    dropped, kept = 0, []
+    for i in range(60):
+        _, objects, n_dropped = render_scene(np.random.default_rng([11, i]), 160)
+        dropped += n_dropped
+        kept += objects
+    assert all(o["visible_fraction"] >= 0.3 for o in kept)
+    assert any(o["visible_fraction"] < 0.99 for o in kept)  # partial occlusion does occur
+    assert dropped > 0  # and mostly-hidden objects lose their annotation
+
+
+# ------------------------------------------------------------------------------------------------
+# A realistic 200-image split
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def split200(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("shapes200"))
+    json_path, image_root = ensure_shapes_split(root, "val", 200, 160, 0)
+    return _load(json_path), image_root
+
+
+def test_split_structure(split200):
+    data, image_root = split200
+    assert [c["id"] for c in data["categories"]] == list(range(1, K + 1))
+    assert [c["name"] for c in data["categories"]] == list(SHAPES_CLASSES)
+    assert len(data["images"]) == 200
+    assert len({a["id"] for a in data["annotations"]}) == len(data["annotations"])
+    image_ids = {im["id"] for im in data["images"]}
+    for a in data["annotations"]:
+        assert a["image_id"] in image_ids and a["iscrowd"] == 0
+        assert all(isinstance(v, float) for v in a["bbox"])
+    im = data["images"][0]
+    assert _pixels(image_root, im["file_name"]).shape == (im["height"], im["width"], 3)
+
+
+def test_every_class_occurs(split200):
+    data, _ = split200
+    counts = np.bincount([a["category_id"] for a in data["annotations"]], minlength=K + 1)
+    assert counts[0] == 0
+    assert (counts[1:] > 0.08 * counts.sum()).all(), counts  # roughly balanced
+
+
+def test_boxes_inside_image_and_positive(split200):
+    data, _ = split200
+    size = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        W, H = size[a["image_id"]]
+        assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= W and y + h <= H
+        assert 0 < a["area"] <= w * h
+
+
+def test_scale_aspect_and_count_ranges(split200):
+    data, _ = split200
+    boxes = np.array([a["bbox"] for a in data["annotations"]])
+    extent = boxes[:, 2:].max(axis=1)
+    assert extent.min() <= 10, "no tiny objects"
+    assert extent.max() >= 80, "no large objects"
+    assert (extent < 32).mean() > 0.3 and (extent > 64).sum() > 10  # spread over scales
+    ratio = boxes[:, 2] / boxes[:, 3]
+    assert (ratio > 1.5).any() and (ratio < 1 / 1.5).any()
+    per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=201)[1:]
+    assert per_image.max() <= 8 and (per_image == 0).any() and per_image.mean() > 2.5
+
+
+def test_object_colour_contrasts_with_background_and_overlapped_objects():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[8:20, 4:30] = True
+    for i in range(300):
+        # Include the hardest background: mid-grey, whose RGB inverse is itself.
+        colour = (
+            np.full(3, 127.5, np.float32) if i == 0 else rng.uniform(0, 255, 3).astype(np.float32)
+        )
+        background = np.broadcast_to(colour, (32, 32, 3)) + rng.normal(0, 5, (32, 32, 3)).astype(
+            np.float32
+        )
+        avoid = [rng.uniform(0, 255, 3) for _ in range(i % 5)]
+        picked = shapes._pick_colour(rng, background, mask, avoid)
+        assert np.linalg.norm(picked - background[mask].mean(0)) >= 80
+        assert all(np.linalg.norm(picked - a) >= 60 for a in avoid)
+
+
+# ------------------------------------------------------------------------------------------------
+# Regeneration
+# ------------------------------------------------------------------------------------------------
+def test_up_to_date_split_is_reused_and_broken_one_regenerated(tmp_path, monkeypatch):
+    calls = []
+    real = shapes.generate_shapes
+    monkeypatch.setattr(shapes, "generate_shapes", lambda *a, **k: calls.append(a) or real(*a, **k))
+    root = str(tmp_path)
+    json_path, image_root = ensure_shapes_split(root, "tiny", 8, 64, 0)
+    assert len(calls) == 1
+    with open(json_path, "rb") as f:
+        original = f.read()
+
+    ensure_shapes_split(root, "tiny", 8, 64, 0)
+    assert len(calls) == 1  # complete and current: not generated again
+
+    with open(json_path, "wb") as f:  # an interrupted write
+        f.write(original[: len(original) // 2])
+    ensure_shapes_split(root, "tiny", 8, 64, 0)
+    assert len(calls) == 2
+    with open(json_path, "rb") as f:
+        assert f.read() == original
+
+    os.remove(os.path.join(image_root, "000003.png"))  # a lost image
+    ensure_shapes_split(root, "tiny", 8, 64, 0)
+    assert len(calls) == 3 and os.path.isfile(os.path.join(image_root, "000003.png"))
+
+    ensure_shapes_split(root, "tiny", 5, 64, 0)  # other parameters
+    assert len(calls) == 4
+    assert len(_load(json_path)["images"]) == 5
+    assert sorted(os.listdir(image_root)) == [
+        f"{i:06d}.png" for i in range(5)
+    ]  # stale files removed
+    assert not [f for f in os.listdir(os.path.dirname(json_path)) if ".tmp" in f]
+
+
+def test_generation_is_fast(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    generate_shapes(str(tmp_path), "speed", 50, 160, 0)
+    # 2200 images (train + val) must take well under a minute on one core.
+    assert (time.perf_counter() - start) / 50 * 2200 < 45
+
+
+# ------------------------------------------------------------------------------------------------
+# detectron2 registration
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def clean_catalog():
+    """Restores the catalog entries these tests (re-)register, so no registration is left pointing
+    at a deleted tmp dir and registrations made elsewhere survive."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = ["shapes_train", "shapes_val", "shapes_tiny_test"]
+    saved = {
+        n: (DatasetCatalog[n], MetadataCatalog.get(n).as_dict())
+        for n in names
+        if n in DatasetCatalog.list()
+    }
+    yield DatasetCatalog, MetadataCatalog
+    for n in names:
+        if n in DatasetCatalog.list():
+            DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)
+        if n in saved:
+            func, meta = saved[n]
+            DatasetCatalog.register(n, func)
+            meta.pop("name", None)
+            MetadataCatalog.get(n).set(**meta)
+
+
+def test_register_shapes_is_idempotent_and_lazy(tmp_path, clean_catalog):
+    from detectron2.structures import BoxMode
+
+    DatasetCatalog, MetadataCatalog = clean_catalog
+    root = str(tmp_path)
+    register_shapes(root)
+    register_shapes(root)  # again: no error
+    assert {"shapes_train", "shapes_val"} <= set(DatasetCatalog.list())
+    meta = MetadataCatalog.get("shapes_val")
+    assert meta.thing_classes == list(SHAPES_CLASSES) and meta.evaluator_type == "coco"
+    assert meta.thing_dataset_id_to_contiguous_id == {k + 1: k for k in range(K)}
+    assert not os.path.exists(meta.json_file)  # nothing generated before first use
+
+    dicts = DatasetCatalog.get("shapes_val")
+    assert os.path.isfile(meta.json_file) and not os.path.exists(
+        MetadataCatalog.get("shapes_train").json_file
+    )
+    assert len(dicts) == 200
+    annos = [a for d in dicts for a in d["annotations"]]
+    assert annos and all(a["bbox_mode"] == BoxMode.XYWH_ABS for a in annos)
+    assert {a["category_id"] for a in annos} == set(range(K))  # contiguous ids
+    assert all(os.path.isfile(d["file_name"]) for d in dicts[:5])
+    register_shapes(root)  # after load_coco_json has filled the metadata: still no error
+
+    other = str(tmp_path / "elsewhere")
+    register_shapes(other)  # another root re-registers
+    assert MetadataCatalog.get("shapes_val").json_file.startswith(other)
+
+
+def test_variant_and_evaluator_after_get(tmp_path, clean_catalog):
+    pytest.importorskip("pycocotools")
+    from detectron2.evaluation import COCOEvaluator
+
+    DatasetCatalog, _ = clean_catalog
+    register_shapes_variant("shapes_tiny_test", str(tmp_path), num_images=8, image_size=64, seed=1)
+    register_shapes_variant("shapes_tiny_test", str(tmp_path), num_images=8, image_size=64, seed=1)
+    dicts = DatasetCatalog.get("shapes_tiny_test")
+    assert len(dicts) == 8 and all(d["width"] == 64 and d["height"] == 64 for d in dicts)
+    assert all("id" in a for d in dicts for a in d["annotations"])  # for error messages
+    evaluator = COCOEvaluator("shapes_tiny_test", output_dir=str(tmp_path / "eval"))
+    assert len(evaluator._coco_api.getImgIds()) == 8
