@@ -51,6 +51,8 @@ def do_test(cfg, model):
     if "evaluator" not in cfg.dataloader:
         return {}
     loader = instantiate(cfg.dataloader.test)  # builds the dataset first (generates shapes if needed)
+    if not cfg.dataloader.evaluator.get("output_dir"):  # keep the predictions beside the run
+        cfg.dataloader.evaluator.output_dir = os.path.join(cfg.train.output_dir, "inference")
     evaluator = instantiate(cfg.dataloader.evaluator)
     results = inference_on_dataset(model, loader, evaluator)
     if comm.is_main_process():
