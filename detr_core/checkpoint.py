@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import re
 from typing import Callable, Dict, Iterable, List, Mapping, Optional
 
@@ -58,8 +59,15 @@ def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # truncated zip, foreign pickle, ...
-        raise ConversionError(f"cannot load checkpoint {path} safely: {type(e).__name__}: {e}") from e
+    except pickle.UnpicklingError as e:
+        refused = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"it pickles {refused.group(1)}" if refused else str(e).splitlines()[0]
+        raise ConversionError(
+            f"refused to load checkpoint {path}: {what}, and only tensors, plain containers and "
+            f"{', '.join(g.__module__ + '.' + g.__name__ for g in SAFE_GLOBALS)} are allowed"
+        ) from None
+    except Exception as e:  # truncated or not a torch file
+        raise ConversionError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
     state = ckpt.get("model", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: expected a state dict (or a dict with a 'model' state dict)")

@@ -38,3 +38,16 @@ def two_image_batch():
             "file_name": "b.png",
         },
     ]
+
+
+def official_backbone_state(depth=50, prefix="backbone.0.body."):
+    """The backbone part of an official DETR-family checkpoint: torchvision ResNet keys under
+    ``backbone.0.body.``, FrozenBatchNorm buffers (no ``num_batches_tracked``), no ``fc`` (random values)."""
+    import torchvision
+
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    return {
+        prefix + k: v.clone()
+        for k, v in net.state_dict().items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Convert an official checkpoint of DETR, Conditional DETR, DAB-DETR, SMCA-DETR or SAM-DETR for this project.
+
+    python tools/convert_official.py --variant cond_detr ConditionalDETR_r50_epoch50.pth cond_detr_r50.pth
+    python tools/convert_official.py --variant sam_detr --config-file configs/sam_detr/sam_detr_r50_12ep.py \\
+        SAM-DETR-R50-12ep.pth sam_detr_r50_12ep.pth
+    python train_net.py --config-file configs/cond_detr/cond_detr_r50_50ep.py --eval-only \\
+        train.init_checkpoint=cond_detr_r50.pth
+
+The input is loaded with ``torch.load(weights_only=True)`` and an allow-list (argparse.Namespace), so no
+pickled code runs. Every official key must map onto the model built from ``--config-file`` (default: the
+variant's R50 COCO config) with the same shape; leftovers, missing keys and shape mismatches are reported
+and nothing is written. The class head keeps the 80 COCO rows (detectron2's contiguous ids) unless
+``--num-classes`` says otherwise. The output loads with ``DetectionCheckpointer``.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+DEFAULT_CONFIGS = {
+    "detr": "configs/detr/detr_r50_500ep.py",
+    "cond_detr": "configs/cond_detr/cond_detr_r50_50ep.py",
+    "dab_detr": "configs/dab_detr/dab_detr_r50_50ep.py",
+    "smca_detr": "configs/smca_detr/smca_detr_r50_50ep.py",
+    "sam_detr": "configs/sam_detr/sam_detr_r50_50ep.py",
+}
+
+
+def import_variants() -> None:
+    """Import every variant package present so their converters register."""
+    import importlib
+
+    for name in DEFAULT_CONFIGS:
+        if name != "detr":
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                if e.name != name:
+                    raise
+
+
+def convert(variant: str, src: str, dst: str, config_file: str = None, num_classes: int = None) -> dict:
+    """Convert ``src`` and write ``dst``; returns the converted state dict. Raises ConversionError on mismatch."""
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+
+    import detr_core  # noqa: F401
+    from detr_core.checkpoint import CONVERTERS, check_state_dict, load_official_checkpoint
+
+    import_variants()
+    if variant not in CONVERTERS:
+        raise KeyError(f"unknown variant {variant!r}; available: {sorted(CONVERTERS)}")
+    config_file = config_file or os.path.join(ROOT, DEFAULT_CONFIGS[variant])
+    cfg = LazyConfig.load(config_file)
+    if num_classes is not None:
+        cfg.model.num_classes = num_classes
+    model = instantiate(cfg.model)
+    official = load_official_checkpoint(src)
+    converted = CONVERTERS[variant](official, num_classes=cfg.model.num_classes)
+    check_state_dict(converted, model)
+    model.load_state_dict(converted, strict=True)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = dst + ".tmp"
+    torch.save({"model": converted, "__author__": f"convert_official:{variant}", "matching_heuristics": False}, tmp)
+    os.replace(tmp, dst)  # never leave a half-written output
+    return converted
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", required=True, choices=sorted(DEFAULT_CONFIGS))
+    parser.add_argument("--config-file", help="LazyConfig of the target model (default: the variant's R50 COCO config)")
+    parser.add_argument("--num-classes", type=int, help="80 (detectron2 COCO ids, default) or the official count")
+    parser.add_argument("input", help="official checkpoint (.pth)")
+    parser.add_argument("output", help="converted checkpoint (.pth) for DetectionCheckpointer")
+    args = parser.parse_args(argv)
+    from detr_core.checkpoint import ConversionError
+
+    try:
+        converted = convert(args.variant, args.input, args.output, args.config_file, args.num_classes)
+    except (ConversionError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"converted {len(converted)} tensors from {args.input} to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
