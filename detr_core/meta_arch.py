@@ -12,9 +12,16 @@ from torchvision.ops import box_convert
 
 from .backbone import feature_shape_spec, padding_mask
 
-__all__ = ["DETRMetaArch"]
+__all__ = ["DETRMetaArch", "image_sizes_tensor"]
 
 logger = logging.getLogger(__name__)
+
+
+def image_sizes_tensor(image_sizes, device) -> torch.Tensor:
+    """(B, 2) long tensor of (h, w) from ``ImageList.image_sizes``, which hold 0-d tensors while tracing."""
+    if torch.jit.is_tracing() or any(isinstance(v, torch.Tensor) for size in image_sizes for v in size):
+        return torch.stack([torch.stack([torch.as_tensor(v) for v in size]) for size in image_sizes]).to(device)
+    return torch.as_tensor(image_sizes, device=device)
 
 
 class DETRMetaArch(nn.Module):
@@ -97,7 +104,7 @@ class DETRMetaArch(nn.Module):
     def backbone_features(self, images: ImageList) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """[(feature (B, C, H, W), padding mask (B, H, W) bool)] for every name in ``in_features``."""
         features = self.backbone(images.tensor)
-        sizes = torch.as_tensor(images.image_sizes, device=self.device)
+        sizes = image_sizes_tensor(images.image_sizes, self.device)
         return [
             (features[name], padding_mask(sizes, features[name].shape[-2:], stride))
             for name, stride in zip(self.in_features, self.feature_strides)
@@ -180,7 +187,7 @@ class DETRMetaArch(nn.Module):
             labels = index % num_logits
             query = torch.div(index, num_logits, rounding_mode="floor")
             boxes = boxes.gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
-        sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # (B, 2) h, w
+        sizes = image_sizes_tensor(image_sizes, boxes.device).to(boxes.dtype)  # (B, 2) h, w
         scale = sizes[:, [1, 0, 1, 0]].unsqueeze(1)
         boxes = box_convert(boxes, "cxcywh", "xyxy") * scale
         results = []
