@@ -4,6 +4,7 @@ train = dict(
     init_checkpoint="detectron2://ImageNetPretrained/torchvision/R-50.pkl",
     max_iter=90000,
     device="auto",  # cuda when available, else cpu
+    seed=-1,  # >= 0: seed every RNG (seed + rank), as detectron2's default_setup does
     amp=dict(enabled=True),  # used on CUDA only (detectron2's AMPTrainer); CPU trains in fp32
     clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),  # global norm, as all five papers
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),

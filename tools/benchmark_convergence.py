@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Convergence race of the DETR-family variants on the embedded shapes dataset.
+
+    python tools/benchmark_convergence.py                            # every *_shapes config, seed 0
+    python tools/benchmark_convergence.py --seeds 0 1 2 --max-iter 600 --eval-period 100
+    python tools/benchmark_convergence.py --variants detr sam_detr_smca --threshold 10
+
+Each variant trains with the same backbone, image size, batch, optimizer and iteration budget (the shared
+scale of configs/common/shapes_scale.py) and is evaluated with COCO AP every ``--eval-period`` iterations.
+Runs live in ``<output>/<variant>/seed<k>/``; an interrupted race resumes: finished runs are skipped and a
+partly finished run continues from its last checkpoint. Writes ``race.csv`` (variant, seed, iteration,
+wall seconds, AP, AP50, AP75, APs, APm, APl), ``race.png`` (AP vs iteration, mean over seeds with the
+min-max band) and ``race.md`` (final AP and iterations to reach ``--threshold`` AP per variant).
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+VARIANTS = {
+    "detr": "configs/detr/detr_shapes.py",
+    "cond_detr": "configs/cond_detr/cond_detr_shapes.py",
+    "dab_detr": "configs/dab_detr/dab_detr_shapes.py",
+    "smca_detr": "configs/smca_detr/smca_detr_shapes.py",
+    "smca_detr_ms": "configs/smca_detr/smca_detr_ms_shapes.py",
+    "sam_detr": "configs/sam_detr/sam_detr_shapes.py",
+    "sam_detr_smca": "configs/sam_detr/sam_detr_smca_shapes.py",
+}
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def read_run(run_dir: str):
+    """(evaluations, mean seconds per iteration) from a run's metrics.json.
+
+    evaluations: [(iteration, {metric: value})], iteration counted as iterations completed."""
+    path = os.path.join(run_dir, "metrics.json")
+    evals, times = {}, []
+    if not os.path.isfile(path):
+        return [], None
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by an interruption
+                continue
+            if "bbox/AP" in record:
+                evals[record["iteration"]] = {m: record.get(f"bbox/{m}", float("nan")) for m in METRICS}
+            if "time" in record:
+                times.append(record["time"])
+    sec_per_iter = sum(times) / len(times) if times else None
+    return sorted(evals.items()), sec_per_iter
+
+
+def run_variant(name: str, config: str, seed: int, args) -> str:
+    run_dir = os.path.join(args.output, name, f"seed{seed}")
+    evals, _ = read_run(run_dir)
+    if evals and evals[-1][0] >= args.max_iter:
+        print(f"[{name} seed {seed}] finished earlier, skipping", flush=True)
+        return run_dir
+    resume = os.path.isfile(os.path.join(run_dir, "last_checkpoint"))
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train_net.py"),
+        "--config-file",
+        os.path.join(ROOT, config),
+        *(["--resume"] if resume else []),
+        f"train.output_dir={run_dir}",
+        f"train.max_iter={args.max_iter}",
+        f"train.eval_period={args.eval_period}",
+        f"train.checkpointer.period={args.eval_period}",
+        f"train.seed={seed}",
+        f"lr_multiplier.scheduler.milestones=[{int(args.max_iter * 0.8)}]",
+        f"lr_multiplier.scheduler.num_updates={args.max_iter}",
+        *args.opts,
+    ]
+    print(f"[{name} seed {seed}] {'resuming' if resume else 'starting'}: {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    print(f"[{name} seed {seed}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    return run_dir
+
+
+def collect(names, seeds, args):
+    rows = []
+    for name in names:
+        for seed in seeds:
+            evals, sec_per_iter = read_run(os.path.join(args.output, name, f"seed{seed}"))
+            for iteration, metrics in evals:
+                wall = iteration * sec_per_iter if sec_per_iter else float("nan")
+                rows.append({"variant": name, "seed": seed, "iteration": iteration, "wall_s": round(wall, 1), **metrics})
+    return rows
+
+
+def iterations_to(rows, name, threshold):
+    """Per seed, the first evaluated iteration whose AP reaches ``threshold`` (None if never)."""
+    out = {}
+    for r in rows:
+        if r["variant"] == name and r["AP"] >= threshold and r["seed"] not in out:
+            out[r["seed"]] = r["iteration"]
+    return out
+
+
+def summarise(rows, names, seeds, threshold) -> str:
+    lines = [
+        f"| variant | final AP (mean of {len(seeds)} seed(s)) | min-max | AP50 | iterations to AP {threshold:g} |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        finals = {}
+        for r in rows:
+            if r["variant"] == name:
+                finals[r["seed"]] = r  # rows are in iteration order: keeps the last
+        if not finals:
+            continue
+        aps = [r["AP"] for r in finals.values()]
+        reach = iterations_to(rows, name, threshold)
+        reach_txt = ", ".join(str(reach.get(s, "not reached")) for s in seeds)
+        ap50 = sum(r["AP50"] for r in finals.values()) / len(finals)
+        lines.append(
+            f"| {name} | {sum(aps) / len(aps):.1f} | {min(aps):.1f}-{max(aps):.1f} | {ap50:.1f} | {reach_txt} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows, names, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        by_iter = {}
+        for r in rows:
+            if r["variant"] == name:
+                by_iter.setdefault(r["iteration"], []).append(r["AP"])
+        if not by_iter:
+            continue
+        its = sorted(by_iter)
+        mean = [sum(by_iter[i]) / len(by_iter[i]) for i in its]
+        ax.plot(its, mean, marker="o", label=name)
+        ax.fill_between(its, [min(by_iter[i]) for i in its], [max(by_iter[i]) for i in its], alpha=0.15)
+    ax.set_xlabel("iteration (batch 8)")
+    ax.set_ylabel("COCO AP on shapes_val")
+    ax.set_title("Convergence on shapes (same backbone, scale, batch and budget)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--max-iter", type=int, default=600, help="iteration budget per variant (default 600)")
+    parser.add_argument("--eval-period", type=int, default=100, help="evaluate every this many iterations")
+    parser.add_argument("--threshold", type=float, default=5.0, help="AP whose first crossing is reported")
+    parser.add_argument("--output", default="output/convergence", help="runs, race.csv, race.png, race.md")
+    parser.add_argument("--report-only", action="store_true", help="only collect existing runs")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="LazyConfig overrides applied to every run")
+    args = parser.parse_args(argv)
+    args.output = os.path.abspath(args.output)
+    names = [n for n in args.variants if os.path.isfile(os.path.join(ROOT, VARIANTS[n]))]
+    start = time.perf_counter()
+    if not args.report_only:
+        total = len(names) * len(args.seeds)
+        done = 0
+        for seed in args.seeds:
+            for name in names:
+                done += 1
+                print(f"=== race {done}/{total}: {name}, seed {seed} ===", flush=True)
+                run_variant(name, VARIANTS[name], seed, args)
+    rows = collect(names, args.seeds, args)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "race.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["variant", "seed", "iteration", "wall_s", *METRICS])
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, names, os.path.join(args.output, "race.png"))
+    table = summarise(rows, names, args.seeds, args.threshold)
+    with open(os.path.join(args.output, "race.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"race finished in {time.perf_counter() - start:.0f} s; results in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
