@@ -8,7 +8,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.config import get_cfg
 from detectron2.modeling.backbone import ResNet, build_resnet_backbone
 
-__all__ = ["build_resnet", "padding_mask"]
+__all__ = ["build_resnet", "torchvision_dc5_", "padding_mask"]
 
 
 def build_resnet(
@@ -25,7 +25,8 @@ def build_resnet(
 
     Defaults follow the papers: torchvision-style weights (``stride_in_1x1=False``), frozen BatchNorm,
     stem + res2 frozen (``freeze_at=2``) and only C5 returned. ``dc5=True`` replaces the stride of res5 by
-    dilation 2 (output stride 16; depth >= 50 only). Depth 18/34 serve the tiny CPU configs.
+    dilation (output stride 16; depth >= 50 only) with torchvision's convention, as the official DC5
+    models (see :func:`torchvision_dc5_`). Depth 18/34 serve the tiny CPU configs.
 
     The network is made by detectron2's own ``build_resnet_backbone`` from an equivalent yacs node, so the
     LazyConfig and yacs paths build the same module.
@@ -40,7 +41,27 @@ def build_resnet(
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = stride_in_1x1
     cfg.MODEL.RESNETS.RES5_DILATION = 2 if dc5 else 1
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
-    return build_resnet_backbone(cfg, ShapeSpec(channels=in_channels))
+    backbone = build_resnet_backbone(cfg, ShapeSpec(channels=in_channels))
+    return torchvision_dc5_(backbone) if dc5 else backbone
+
+
+def torchvision_dc5_(backbone: ResNet) -> ResNet:
+    """In place: give the first res5 block's 3x3 conv dilation 1 (padding 1), torchvision's DC5 convention.
+
+    The official repositories build DC5 with torchvision's ``replace_stride_with_dilation=[False, False,
+    True]``, which keeps the previous dilation (1) in the first block of the dilated stage and uses 2 in the
+    others; detectron2's ``RES5_DILATION=2`` dilates every res5 block. The conv has no parameters, so this
+    changes no checkpoint key, only the outputs, which then match the official models.
+    """
+    res5 = getattr(backbone, "res5", None)
+    if res5 is None:
+        raise ValueError("torchvision_dc5_ expects a detectron2 ResNet with a res5 stage")
+    conv = res5[0].conv2
+    if conv.stride != (1, 1):
+        raise ValueError(f"res5 is not dilated (its first 3x3 conv has stride {conv.stride}); build it with dc5=True")
+    conv.dilation = (1, 1)
+    conv.padding = (1, 1)
+    return backbone
 
 
 def padding_mask(image_sizes: torch.Tensor, feature_shape: Sequence[int], stride: int) -> torch.Tensor:

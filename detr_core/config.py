@@ -4,6 +4,7 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 from detectron2.modeling import build_backbone
 
+from .backbone import torchvision_dc5_
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 
@@ -98,8 +99,11 @@ def criterion_from_node(node: CN, loss_class: str) -> SetCriterion:
 
 def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
     """Keyword arguments of :class:`DETRMetaArch` read from a yacs config and a variant's node."""
+    backbone = build_backbone(cfg)
+    if cfg.MODEL.RESNETS.RES5_DILATION == 2:  # DC5 as the official models build it
+        torchvision_dc5_(backbone)
     return {
-        "backbone": build_backbone(cfg),
+        "backbone": backbone,
         "criterion": criterion_from_node(node, loss_class),
         "num_classes": node.NUM_CLASSES,
         "pixel_mean": cfg.MODEL.PIXEL_MEAN,
