@@ -27,29 +27,20 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def draw_detections(cfg, weights: str, out_path: str, num_images: int, score_threshold: float) -> None:
-    """Run the trained model on the first validation images and save them side by side with detections."""
+def draw_detections(config_file, weights, opts, out_path, num_images, score_threshold) -> None:
+    """Draw the model's detections on the first validation images, side by side, into one picture."""
     import numpy as np
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import instantiate
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
     from detectron2.data.detection_utils import read_image
-    from detectron2.utils.visualizer import Visualizer
     from PIL import Image
 
-    dataset = cfg.dataloader.test.dataset.names
-    model = instantiate(cfg.model).to(cfg.train.device).eval()
-    DetectionCheckpointer(model).load(weights)
-    mapper = instantiate(cfg.dataloader.test.mapper)
+    from tools.demo import Predictor
+
+    predictor = Predictor(config_file, weights, opts=opts)
     panels = []
-    for record in DatasetCatalog.get(dataset)[:num_images]:
-        with torch.no_grad():
-            instances = model([mapper(dict(record))])[0]["instances"].to("cpu")
-        keep = instances[instances.scores > score_threshold]
+    for record in DatasetCatalog.get(predictor.dataset_name)[:num_images]:
         image = read_image(record["file_name"], format="RGB")
-        vis = Visualizer(image, MetadataCatalog.get(dataset), scale=2.0)
-        panels.append(vis.draw_instance_predictions(keep).get_image())
+        panels.append(predictor.draw(image, predictor(image), score_threshold, scale=2.0))
     Image.fromarray(np.concatenate(panels, axis=1)).save(out_path)
 
 
@@ -68,15 +59,9 @@ def main(argv=None) -> int:
     print("$", " ".join(train), flush=True)
     subprocess.run(train, check=True)
 
-    from detectron2.config import LazyConfig
-
-    import detr_core  # noqa: F401
-    from train_net import resolve_device
-
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    cfg.train.device = resolve_device(cfg.train.get("device", "auto"))
     picture = os.path.join(args.output_dir, "detections.png")
-    draw_detections(cfg, os.path.join(args.output_dir, "model_final.pth"), picture, args.num_images, args.score_threshold)
+    weights = os.path.join(args.output_dir, "model_final.pth")
+    draw_detections(args.config_file, weights, args.opts, picture, args.num_images, args.score_threshold)
     print(f"wrote {picture}")
     print(f"quickstart finished in {time.perf_counter() - start:.0f} s")
     return 0
