@@ -16,7 +16,6 @@ import os
 import sys
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -32,6 +31,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
+from detr_core.engine import AtomicCheckpointer
 from detr_core.solver import add_grad_clipping
 
 logger = logging.getLogger("detr_family")
@@ -76,7 +76,7 @@ def do_train(args, cfg):
     model = create_ddp_model(model, **cfg.train.ddp)
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -109,7 +109,7 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        AtomicCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
 
