@@ -24,14 +24,13 @@ from detectron2.engine import (
     default_setup,
     default_writers,
     hooks,
-    launch,
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
-from detr_core.engine import AtomicCheckpointer
+from detr_core.engine import AtomicCheckpointer, launch
 from detr_core.solver import add_grad_clipping
 
 logger = logging.getLogger("detr_family")
@@ -44,6 +43,14 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={device!r} but no CUDA device is available; use train.device=cpu or auto")
     return device
+
+
+def ddp_kwargs(cfg) -> dict:
+    """DistributedDataParallel arguments; a CPU module takes ``device_ids=None`` (gloo workers)."""
+    kwargs = dict(cfg.train.get("ddp", {}))
+    if not cfg.train.device.startswith("cuda"):
+        kwargs["device_ids"] = None
+    return kwargs
 
 
 def do_test(cfg, model):
@@ -73,7 +80,7 @@ def do_train(args, cfg):
         add_grad_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
 
     train_loader = instantiate(cfg.dataloader.train)
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = create_ddp_model(model, **ddp_kwargs(cfg))
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
@@ -108,7 +115,7 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        model = create_ddp_model(model)
+        model = create_ddp_model(model, **ddp_kwargs(cfg))
         AtomicCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
