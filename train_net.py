@@ -22,15 +22,16 @@ from detectron2.engine import (
     SimpleTrainer,
     default_argument_parser,
     default_setup,
-    default_writers,
     hooks,
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.registry import locate
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
-from detr_core.engine import AtomicCheckpointer, launch
+from detr_core.engine import AtomicCheckpointer, ResumableTrainingSampler, RNGState, launch
 from detr_core.solver import add_grad_clipping
 
 logger = logging.getLogger("detr_family")
@@ -67,6 +68,46 @@ def do_test(cfg, model):
     return results
 
 
+def writers(cfg):
+    """detectron2's default writers; metrics.json smooths over ``train.metrics_window`` iterations
+    (detectron2's 20 by default; 1 records every logged iteration's raw values)."""
+    out = cfg.train.output_dir
+    os.makedirs(out, exist_ok=True)
+    return [
+        CommonMetricPrinter(cfg.train.max_iter),
+        JSONWriter(os.path.join(out, "metrics.json"), window_size=cfg.train.get("metrics_window", 20)),
+        TensorboardXWriter(out),
+    ]
+
+
+def checkpoint_iteration(checkpointer) -> int:
+    """Iteration stored in the checkpoint ``--resume`` would load (-1 if none)."""
+    if not checkpointer.has_checkpoint():
+        return -1
+    path = checkpointer.get_checkpoint_file()
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("iteration", -1))
+
+
+def build_train_loader(cfg, start_iter: int):
+    """``cfg.dataloader.train`` with a sampler that resumes the sample stream at ``start_iter``.
+
+    When the config sets no sampler, detectron2's TrainingSampler is replaced by
+    :class:`ResumableTrainingSampler`, skipping the samples this process consumed in iterations
+    ``< start_iter``. With ``num_workers=0`` and ``aspect_ratio_grouping=False`` a resumed run then sees
+    exactly the batches of an uninterrupted one; otherwise it continues at the right point of the stream.
+    """
+    train = cfg.dataloader.train
+    if train.get("sampler") is not None or start_iter <= 0:
+        return instantiate(train)
+    dataset = instantiate(train.dataset)
+    skip = start_iter * (train.total_batch_size // comm.get_world_size())
+    kwargs = {k: instantiate(v) if hasattr(v, "keys") and "_target_" in v else v for k, v in train.items()}
+    builder = kwargs.pop("_target_")
+    builder = locate(builder) if isinstance(builder, str) else builder
+    kwargs.update(dataset=dataset, sampler=ResumableTrainingSampler(len(dataset), skip=skip))
+    return builder(**kwargs)
+
+
 def do_train(args, cfg):
     """Train with detectron2's SimpleTrainer/AMPTrainer and standard hooks; resume or load weights."""
     model = instantiate(cfg.model)
@@ -79,18 +120,20 @@ def do_train(args, cfg):
     if clip.get("enabled", False):
         add_grad_clipping(optimizer, clip.max_norm, clip.get("norm_type", 2.0))
 
-    train_loader = instantiate(cfg.dataloader.train)
+    probe = AtomicCheckpointer(model, cfg.train.output_dir)
+    start_iter = checkpoint_iteration(probe) + 1 if args.resume else 0
+    train_loader = build_train_loader(cfg, start_iter)
     model = create_ddp_model(model, **ddp_kwargs(cfg))
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, rng=RNGState())
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
-            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+            hooks.PeriodicWriter(writers(cfg), period=cfg.train.log_period)
             if comm.is_main_process()
             else None,
         ]

@@ -1,18 +1,22 @@
 """Training-loop pieces detectron2 does not provide: crash-safe checkpoints, CPU multi-process launch."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import random
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
-__all__ = ["AtomicCheckpointer", "launch"]
+__all__ = ["AtomicCheckpointer", "RNGState", "ResumableTrainingSampler", "launch"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +101,49 @@ def _cpu_worker(rank: int, main_func, world_size: int, dist_url: str, args) -> N
         main_func(*args)
     finally:
         dist.destroy_process_group()
+
+
+class RNGState:
+    """Checkpointable random-number state (Python, NumPy, torch CPU and CUDA) of this process.
+
+    Saved beside the model so that a resumed run draws the same dropout masks and augmentations as an
+    uninterrupted one. Stored as tensors and plain values, so checkpoints still load with
+    ``weights_only=True``.
+    """
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "python": random.getstate(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        random.setstate(_as_tuple(state["python"]))
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    """random.setstate needs tuples; a checkpoint round trip may have turned them into lists."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class ResumableTrainingSampler(TrainingSampler):
+    """detectron2's infinite ``TrainingSampler`` that skips the first ``skip`` indices of this process's
+    stream, so a resumed run sees the samples an uninterrupted run would see next (not the first ones again).
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed=None, skip: int = 0):
+        super().__init__(size, shuffle=shuffle, seed=seed)
+        self._skip = skip
+
+    def __iter__(self):
+        yield from itertools.islice(super().__iter__(), self._skip, None)

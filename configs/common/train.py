@@ -11,4 +11,5 @@ train = dict(
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,
     log_period=20,
+    metrics_window=20,  # metrics.json: median over this many iterations (1: raw values)
 )
