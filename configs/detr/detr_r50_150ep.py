@@ -1,4 +1,4 @@
-"""DETR R50, 150 epochs (lr drop at 100), batch 16 (the model zoo's shorter schedule, 39.5 AP)."""
+"""DETR R50, 150 epochs (lr drop at 100), batch 16: the shorter DETR schedule."""
 from .detr_r50_500ep import dataloader, model, optimizer, train
 from ..common.schedules import epoch_schedule
 
