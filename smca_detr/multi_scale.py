@@ -1,0 +1,345 @@
+"""Multi-scale SMCA as the paper describes it (Gao et al., ICCV 2021, Sec. 3.3).
+
+Encoder: features at several strides (COCO: 16/32/64) pass through a sequence of layers of two kinds,
+with attention and FFN weights shared across scales:
+
+* **intra-scale** self-attention: each scale attends only to itself (one attention call per level),
+* **multi-scale** self-attention: all scales' tokens attend to each other jointly (costly, used once).
+
+The paper's order is 2 intra → 1 multi → 2 intra (``encoder_layer_types``), FFN width 1024.
+
+Decoder: **scale-selection attention**. From the object query, α = softmax(FC(O_q)) over the scales,
+one α per query shared by all heads; per head i and scale j the co-attention is softmax-normalised
+within that scale with that scale's Gaussian prior and the results are α-weighted and summed::
+
+    C_i = Σ_j α_j · softmax(K_{i,j}ᵀ Q_i / √d + log G_{i,j}) V_{i,j}              (paper eq. 7-9)
+
+Choices where the paper is silent (config values, see ``projects/SMCA-DETR/README.md``):
+
+* Geometry: centres, offsets, scales and distances are expressed in cells of a *reference level*
+  (``reference_level``, default the stride-32 level on COCO, i.e. the single-scale model's units);
+  level ``j``'s key grid is its integer cell grid times ``stride_j / stride_ref``. The Gaussian of a
+  head therefore covers the same image region on every level ("the same normalised centre mapped to
+  each level's cells").
+* Offsets and scales are shared by all levels (the paper's G_i has a head index only); one set per
+  level (the released conv code's layout) with ``per_level_offsets`` / ``per_level_scales``.
+* α and the Gaussian parameters are predicted from the same LN4(tgt + query_pos) as in the
+  single-scale code; the centre MLP has ``center_mlp_layers`` (paper: 2).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detr_core.attention import MultiheadAttention, multi_head_attention, padding_bias
+from detr_core.spatial_prior import feature_grid
+from detr_core.transformer import TransformerEncoderLayer, xavier_init_
+
+from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder
+
+__all__ = [
+    "ENCODER_LAYER_TYPES",
+    "MultiScaleEncoderLayer",
+    "MultiScaleEncoder",
+    "ScaleSelectionAttention",
+    "ScaleSelectionDecoderLayer",
+    "MultiScaleSMCATransformer",
+]
+
+ENCODER_LAYER_TYPES = ("intra", "multi")
+
+
+class MultiScaleEncoderLayer(TransformerEncoderLayer):
+    """Post-norm encoder layer over the concatenated tokens of all levels.
+
+    ``scope="intra"``: self-attention within each level separately (one call per level, the same weights
+    for every level); ``scope="multi"``: one self-attention over all levels' tokens. LayerNorms and the FFN
+    act per token, so they are shared across scales either way.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        scope: str = "intra",
+    ):
+        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)
+        if scope not in ENCODER_LAYER_TYPES:
+            raise ValueError(f"encoder layer type must be one of {ENCODER_LAYER_TYPES}, got {scope!r}")
+        self.scope = scope
+
+    def forward(
+        self, src: torch.Tensor, pos: torch.Tensor, attn_bias: torch.Tensor, level_sizes: Sequence[int]
+    ) -> torch.Tensor:
+        """src, pos: (B, ΣHW, C); attn_bias: (B, 1, 1, ΣHW) padding bias; level_sizes: tokens per level."""
+        qk = src + pos
+        if self.scope == "multi":
+            attn = self.self_attn(qk, qk, src, attn_bias)[0]
+        else:
+            attn = self.intra_scale_attention(qk, src, attn_bias, list(level_sizes))
+        src = self.norm1(src + self.dropout1(attn))
+        ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
+        return self.norm2(src + self.dropout2(ffn))
+
+
+    def intra_scale_attention(self, qk, value, attn_bias, sizes: List[int]) -> torch.Tensor:
+        """Self-attention within each level: q/k/v projected once for all tokens, one fused attention
+        call per level, ``out_proj`` once."""
+        mha = self.self_attn
+        e = mha.embed_dim
+        w, b = mha.in_proj_weight, mha.in_proj_bias
+        q, k = F.linear(qk, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
+        v = F.linear(value, w[2 * e :], b[2 * e :])
+        dropout = mha.dropout if self.training else 0.0
+        outs = [
+            multi_head_attention(q_l, k_l, v_l, mha.num_heads, b_l, dropout)[0]
+            for q_l, k_l, v_l, b_l in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1), attn_bias.split(sizes, -1))
+        ]
+        return mha.out_proj(torch.cat(outs, dim=1))
+
+
+class MultiScaleEncoder(nn.Module):
+    """Encoder layers of the given types, e.g. ``("intra", "intra", "multi", "intra", "intra")``."""
+
+    def __init__(self, layer_types: Sequence[str], d_model: int, nhead: int, dim_feedforward: int, dropout: float,
+                 activation: str = "relu"):
+        super().__init__()
+        self.layer_types = tuple(layer_types)
+        self.layers = nn.ModuleList(
+            MultiScaleEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, scope=t) for t in layer_types
+        )
+
+    def forward(self, src, pos, attn_bias, level_sizes):
+        for layer in self.layers:
+            src = layer(src, pos, attn_bias, level_sizes)
+        return src
+
+
+class ScaleSelectionAttention(MultiheadAttention):
+    """Cross-attention softmax-normalised per level and mixed with per-query scale weights α.
+
+    Same parameters as :class:`detr_core.attention.MultiheadAttention` (``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj``); keys and values are projected once over all levels, then one fused
+    attention call per level. ``out_proj`` is applied once to Σ_j α_j · attn_j, which equals
+    Σ_j α_j · out_proj(attn_j) because Σ_j α_j = 1.
+    """
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_bias: Optional[torch.Tensor],
+        scale_weights: torch.Tensor,
+        level_sizes: Sequence[int],
+        need_weights: bool = False,
+    ):
+        """
+        Args:
+            query: (B, Q, E); key, value: (B, ΣHW, E) (levels concatenated).
+            attn_bias: additive bias broadcastable to (B, M, Q, ΣHW): padding and the Gaussian prior.
+            scale_weights: (B, Q, L) α, summing to 1 over the L levels.
+            level_sizes: keys per level.
+
+        Returns:
+            (B, Q, E) output and, with ``need_weights``, (B, M, Q, ΣHW) α-weighted attention probabilities
+            (each level's block sums to α_j, the whole row to 1).
+        """
+        e = self.embed_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(query, w[:e], b[:e])
+        k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
+        v = F.linear(value, w[2 * e :], b[2 * e :])
+        sizes = list(level_sizes)
+        biases = [None] * len(sizes) if attn_bias is None else attn_bias.split(sizes, -1)
+        dropout = self.dropout if self.training else 0.0
+        out = 0.0
+        maps: List[torch.Tensor] = []
+        for level, (k_l, v_l, b_l) in enumerate(zip(k.split(sizes, 1), v.split(sizes, 1), biases)):
+            o_l, w_l = multi_head_attention(q, k_l, v_l, self.num_heads, b_l, dropout, need_weights=need_weights)
+            alpha = scale_weights[..., level : level + 1].to(o_l.dtype)  # (B, Q, 1)
+            out = out + alpha * o_l
+            if need_weights:
+                maps.append(w_l * alpha.unsqueeze(1))
+        return self.out_proj(out), (torch.cat(maps, dim=-1) if need_weights else None)
+
+
+class ScaleSelectionDecoderLayer(SMCADecoderLayer):
+    """SMCA decoder layer over multi-scale memory with scale-selection attention (``scale_selection``:
+    Linear(d, L) → softmax = α)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        dynamic_scale: str = "type3",
+        smooth: float = 8.0,
+        predict_center: bool = False,
+        center_mlp_layers: int = 2,
+        num_levels: int = 3,
+        per_level_offsets: bool = False,
+        per_level_scales: bool = False,
+    ):
+        super().__init__(
+            d_model,
+            nhead,
+            dim_feedforward,
+            dropout,
+            activation,
+            dynamic_scale=dynamic_scale,
+            smooth=smooth,
+            predict_center=predict_center,
+            center_mlp_layers=center_mlp_layers,
+            num_offset_sets=num_levels if per_level_offsets else 1,
+            num_scale_sets=num_levels if per_level_scales else 1,
+        )
+        self.num_levels = num_levels
+        self.multihead_attn = ScaleSelectionAttention(d_model, nhead, dropout=dropout)
+        self.scale_selection = nn.Linear(d_model, num_levels)
+
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        attn_bias: Optional[torch.Tensor],
+        grid: torch.Tensor,
+        image_cells: torch.Tensor,
+        reference: Optional[torch.Tensor] = None,
+        level_sizes: Optional[Sequence[int]] = None,
+        need_weights: bool = False,
+    ):
+        """As :meth:`SMCADecoderLayer.forward`, with ``memory``/``pos``/``grid`` holding all levels'
+        keys concatenated (``level_sizes`` each) and ``grid``/``image_cells`` in reference-level cells.
+        With ``need_weights`` the maps also hold ``scale_weights`` (B, Q, L)."""
+        out = self.norm4(tgt + query_pos)
+        offsets = self.head_offsets(out)
+        scale_weights = self.scale_selection(out).softmax(-1)  # (B, Q, L)
+        tgt = self.self_attention(tgt, query_pos)
+        reference, ref_logit = self.reference_centers(out, image_cells, reference)
+        centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
+        scales = self.head_scales(out)
+        log_prior = self.spatial_prior(centers, scales, grid, level_sizes)
+        bias = log_prior if attn_bias is None else log_prior + attn_bias
+        attn, weights = self.multihead_attn(
+            tgt + query_pos, memory + pos, memory, bias, scale_weights, level_sizes, need_weights
+        )
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        tgt = self.ffn(tgt)
+        info = {}
+        if need_weights:
+            info = {
+                "cross_attn": weights,
+                "log_prior": log_prior,
+                "head_centers": centers.squeeze(2) if centers.shape[2] == 1 else centers,
+                "head_scales": None if scales is None else (scales.squeeze(2) if scales.shape[2] == 1 else scales),
+                "scale_weights": scale_weights,
+            }
+        return tgt, reference, ref_logit, info
+
+
+class MultiScaleSMCATransformer(nn.Module):
+    """Intra/multi-scale encoder + scale-selection SMCA decoder (paper Sec. 3.3).
+
+    Args:
+        d_model, nhead, dropout, activation: transformer width, heads, dropout, FFN activation.
+        encoder_layer_types: sequence of ``"intra"`` / ``"multi"`` (paper: 2 intra, 1 multi, 2 intra).
+        num_decoder_layers: decoder depth (6).
+        dim_feedforward: FFN width of encoder and decoder (paper: 1024).
+        dynamic_scale, smooth: as single-scale SMCA (type3, β = 8).
+        center_mlp_layers: depth of the centre MLP ``point1`` (paper eq. 3: 2).
+        num_levels: feature levels (3: strides 16/32/64 on COCO).
+        reference_level: the level whose cells are the unit of centres, offsets and distances.
+        per_level_offsets, per_level_scales: predict head offsets / scales per level instead of sharing.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        encoder_layer_types: Sequence[str] = ("intra", "intra", "multi", "intra", "intra"),
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        dynamic_scale: str = "type3",
+        smooth: float = 8.0,
+        center_mlp_layers: int = 2,
+        num_levels: int = 3,
+        reference_level: int = 1,
+        per_level_offsets: bool = False,
+        per_level_scales: bool = False,
+    ):
+        super().__init__()
+        if not 0 <= reference_level < num_levels:
+            raise ValueError(f"reference_level={reference_level} is not one of the {num_levels} levels")
+        self.d_model = d_model
+        self.nhead = nhead
+        self.num_levels = num_levels
+        self.reference_level = reference_level
+        self.encoder = MultiScaleEncoder(encoder_layer_types, d_model, nhead, dim_feedforward, dropout, activation)
+        self.decoder = build_smca_decoder(
+            d_model,
+            nhead,
+            num_decoder_layers,
+            dim_feedforward,
+            dropout,
+            activation,
+            dynamic_scale,
+            smooth,
+            center_mlp_layers,
+            layer_cls=ScaleSelectionDecoderLayer,
+            num_levels=num_levels,
+            per_level_offsets=per_level_offsets,
+            per_level_scales=per_level_scales,
+        )
+        xavier_init_(self)
+        for layer in self.decoder.layers:
+            layer.reset_scale_parameters()
+
+    def forward(
+        self,
+        srcs: Sequence[torch.Tensor],
+        poss: Sequence[torch.Tensor],
+        masks: Sequence[torch.Tensor],
+        query_pos: torch.Tensor,
+        image_wh: torch.Tensor,
+        strides: Sequence[int],
+        need_weights: bool = False,
+    ):
+        """
+        Args:
+            srcs, poss: per level (B, HW_l, C) projected features and position encodings (with the level
+                embedding already added).
+            masks: per level (B, H_l, W_l) padding masks.
+            query_pos: (Q, C); image_wh: (B, 2) unpadded (w, h) pixels; strides: per level.
+
+        Returns:
+            hs (L, B, Q, C), ref_logit (B, Q, 2), per-layer maps (empty unless need_weights).
+        """
+        if len(srcs) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} feature levels, got {len(srcs)}")
+        level_sizes = [m.shape[-2] * m.shape[-1] for m in masks]
+        src = torch.cat(list(srcs), dim=1)
+        pos = torch.cat(list(poss), dim=1)
+        attn_bias = padding_bias(torch.cat([m.flatten(1) for m in masks], dim=1))
+        memory = self.encoder(src, pos, attn_bias, level_sizes)
+
+        ref_stride = strides[self.reference_level]
+        grid = torch.cat(
+            [feature_grid(*m.shape[-2:], device=src.device) * (s / ref_stride) for m, s in zip(masks, strides)]
+        )
+        image_cells = (image_wh / ref_stride).unsqueeze(1)
+        query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
+        tgt = torch.zeros_like(query_pos)
+        return self.decoder(tgt, memory, pos, query_pos, attn_bias, grid, image_cells, level_sizes, need_weights)

@@ -1,0 +1,355 @@
+"""Spatially Modulated Co-Attention (SMCA, Gao et al., ICCV 2021), single-scale.
+
+Every decoder layer adds a Gaussian-like log-prior centred on each query's predicted location to the
+logits of its cross-attention (the "co-attention" between object queries and image features)::
+
+    C_i = softmax(K_iᵀ Q_i / √d + log G_i) V_i                                   (paper eq. 5-6)
+    log G_i(x, y) = -(s_x,i² (x - c_x - Δc_x,i)² + s_y,i² (y - c_y - Δc_y,i)²) / β
+
+Faithful to the released single-scale code (spec §1-§4):
+
+* ``out = LN4(tgt + query_pos)`` from the layer *input* (before self-attention) predicts everything
+  spatial: head offsets Δc (``point2``, feature cells), scales s (``point3``), and, in layer 0 only,
+  the centre logit (``point1``, a 3-layer MLP in the code; the paper writes 2 layers).
+* centre c = σ(ref_logit) · (w, h) / stride in feature cells, from the unpadded image size; layers 1..5
+  reuse layer 0's centre (no refinement, not detached).
+* grid = integer cell indices (no +0.5); scales are squared raw outputs (``point3`` init w=0, b=1);
+  G = -|dist| / β (β = ``smooth`` = 8) is added to the logits after the −inf key padding.
+
+``dynamic_scale`` selects how the scales are predicted: ``type1`` fixed s = 1 (no ``point3``), ``type2``
+one s per head, ``type3`` (s_x, s_y) per head (the released models), ``type4`` (s_x, s_y, s_xy) per head
+with an extra s_xy² Δx² Δy² term.
+
+Tensors are batch-first (B, L, C); the Gaussian map is computed with
+:func:`detr_core.spatial_prior.gaussian_log_prior` on :func:`detr_core.spatial_prior.feature_grid`.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from detr_core.attention import padding_bias
+from detr_core.spatial_prior import feature_grid, gaussian_log_prior
+from detr_core.transformer import (
+    MLP,
+    DETRDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    xavier_init_,
+)
+
+__all__ = [
+    "SCALE_OUTPUTS",
+    "SMCADecoderLayer",
+    "SMCADecoder",
+    "SMCATransformer",
+    "smca_log_prior",
+]
+
+#: Scale values ``point3`` predicts per head for each ``dynamic_scale`` mode.
+SCALE_OUTPUTS = {"type1": 0, "type2": 1, "type3": 2, "type4": 3}
+
+
+def smca_log_prior(centers: torch.Tensor, scales: Optional[torch.Tensor], grid: torch.Tensor, beta: float) -> torch.Tensor:
+    """log G of every head, query and position for any ``dynamic_scale`` mode.
+
+    Args:
+        centers: (B, Q, M, 2) per-head centres (x, y) in grid units.
+        scales: (B, Q, M, K) raw scales with K = 1 (type2: one s for both axes), 2 (type3: s_x, s_y) or
+            3 (type4: s_x, s_y, s_xy); None for type1 (s = 1).
+        grid: (HW, 2) (x, y) coordinates of the keys, from :func:`feature_grid`.
+        beta: β.
+
+    Returns:
+        (B, M, Q, HW) additive bias (<= 0).
+    """
+    if scales is None:
+        return gaussian_log_prior(centers, torch.ones_like(centers), grid, beta)
+    if scales.shape[-1] == 1:
+        return gaussian_log_prior(centers, scales.expand_as(centers), grid, beta)
+    prior = gaussian_log_prior(centers, scales[..., :2], grid, beta)
+    if scales.shape[-1] == 3:
+        # type4: + s_xy² (x - c_x)² (y - c_y)², the code's product of the two squared distances.
+        sq = (grid - centers.permute(0, 2, 1, 3).unsqueeze(-2)).square()  # (B, M, Q, HW, 2)
+        cross = sq.prod(-1) * scales[..., 2].square().transpose(1, 2).unsqueeze(-1)
+        prior = prior - cross / beta
+    return prior
+
+
+class SMCADecoderLayer(DETRDecoderLayer):
+    """DETR post-norm decoder layer whose cross-attention is modulated by a per-head Gaussian prior.
+
+    Official attribute names are kept (``norm4``, ``point1``, ``point2``, ``point3``,
+    ``multihead_attn``), so official checkpoints load by renaming the backbone only.
+
+    Args:
+        d_model, nhead, dim_feedforward, dropout, activation: as :class:`DETRDecoderLayer`.
+        dynamic_scale: ``"type1"``/``"type2"``/``"type3"``/``"type4"`` (see module docstring).
+        smooth: β of the Gaussian.
+        predict_center: this layer owns ``point1`` and predicts the reference centre (layer 0).
+        center_mlp_layers: depth of ``point1`` (3 in the released code).
+        num_offset_sets, num_scale_sets: independent offset / scale predictions per head (1 here; the
+            multi-scale layer can predict one set per feature level).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        dynamic_scale: str = "type3",
+        smooth: float = 8.0,
+        predict_center: bool = False,
+        center_mlp_layers: int = 3,
+        num_offset_sets: int = 1,
+        num_scale_sets: int = 1,
+    ):
+        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)
+        if dynamic_scale not in SCALE_OUTPUTS:
+            raise ValueError(f"dynamic_scale must be one of {sorted(SCALE_OUTPUTS)}, got {dynamic_scale!r}")
+        self.nhead = nhead
+        self.dynamic_scale = dynamic_scale
+        self.smooth = smooth
+        self.num_offset_sets = num_offset_sets
+        self.num_scale_sets = num_scale_sets
+        self.norm4 = nn.LayerNorm(d_model)
+        self.point1 = MLP(d_model, d_model, 2, center_mlp_layers) if predict_center else None
+        self.point2 = nn.Linear(d_model, num_offset_sets * nhead * 2)
+        n_scale = SCALE_OUTPUTS[dynamic_scale]
+        self.point3 = nn.Linear(d_model, num_scale_sets * nhead * n_scale) if n_scale else None
+
+    def reset_scale_parameters(self) -> None:
+        """s = 1 at initialisation (``point3`` weight 0, bias 1), applied after the transformer's xavier."""
+        if self.point3 is not None:
+            nn.init.zeros_(self.point3.weight)
+            nn.init.ones_(self.point3.bias)
+
+    # ------------------------------------------------------------------ spatial prior
+    def head_offsets(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, Q, C) -> (B, Q, S, M, 2) centre offsets (dx, dy) per offset set and head."""
+        return self.point2(out).unflatten(-1, (self.num_offset_sets, self.nhead, 2))
+
+    def head_scales(self, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B, Q, C) -> (B, Q, S, M, K) raw scales, or None for type1."""
+        if self.point3 is None:
+            return None
+        return self.point3(out).unflatten(-1, (self.num_scale_sets, self.nhead, -1))
+
+    def spatial_prior(
+        self, centers: torch.Tensor, scales: Optional[torch.Tensor], grid: torch.Tensor, level_sizes: Sequence[int]
+    ) -> torch.Tensor:
+        """(B, M, Q, ΣHW) log-prior over the keys of every level (one level in single-scale SMCA).
+
+        ``centers`` (B, Q, S, M, 2) and ``scales`` (B, Q, S', M, K): S, S' = 1 (shared by all levels) or the
+        number of levels (set ``l`` is used on level ``l``). ``grid`` (ΣHW, 2) holds every level's key
+        coordinates in the same units as the centres. Computed in float32 (safe under autocast).
+        """
+        centers = centers.float()
+        scales = None if scales is None else scales.float()
+        if centers.shape[2] == 1 and (scales is None or scales.shape[2] == 1):
+            return smca_log_prior(centers[:, :, 0], None if scales is None else scales[:, :, 0], grid, self.smooth)
+        priors = []
+        for level, level_grid in enumerate(grid.split(list(level_sizes))):
+            c = centers[:, :, level if centers.shape[2] > 1 else 0]
+            s = None if scales is None else scales[:, :, level if scales.shape[2] > 1 else 0]
+            priors.append(smca_log_prior(c, s, level_grid, self.smooth))
+        return torch.cat(priors, dim=-1)
+
+    def reference_centers(
+        self, out: torch.Tensor, image_cells: torch.Tensor, reference: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Layer 0 predicts ``ref_logit = point1(out)`` and c = σ(ref_logit) · (w, h) / stride; the other
+        layers reuse the centre they are given. Returns (centre (B, Q, 2), ref_logit or None)."""
+        if self.point1 is None:
+            if reference is None:
+                raise ValueError("the first SMCA decoder layer must predict the reference centre (predict_center=True)")
+            return reference, None
+        ref_logit = self.point1(out)
+        return ref_logit.sigmoid() * image_cells, ref_logit
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        attn_bias: Optional[torch.Tensor],
+        grid: torch.Tensor,
+        image_cells: torch.Tensor,
+        reference: Optional[torch.Tensor] = None,
+        level_sizes: Optional[Sequence[int]] = None,
+        need_weights: bool = False,
+    ):
+        """
+        Args:
+            tgt, query_pos: (B, Q, C) content and positional queries.
+            memory, pos: (B, HW, C) encoder output and key position encoding.
+            attn_bias: (B, 1, 1, HW) key padding bias (0 / −inf) or None.
+            grid: (HW, 2) (x, y) integer cell coordinates of the keys.
+            image_cells: (B, 1, 2) unpadded image (w, h) in feature cells.
+            reference: (B, Q, 2) centre from layer 0 (None for layer 0 itself).
+            level_sizes: key count per level (single-scale: [HW]).
+
+        Returns:
+            tgt (B, Q, C), reference (B, Q, 2), ref_logit (B, Q, 2) or None, and a dict of maps when
+            ``need_weights``: ``cross_attn`` (B, M, Q, HW), ``log_prior`` (B, M, Q, HW), ``head_centers``
+            (B, Q, M, 2) and ``head_scales`` (B, Q, M, K) or None.
+        """
+        level_sizes = [memory.shape[1]] if level_sizes is None else level_sizes
+        out = self.norm4(tgt + query_pos)
+        offsets = self.head_offsets(out)
+        tgt = self.self_attention(tgt, query_pos)
+        reference, ref_logit = self.reference_centers(out, image_cells, reference)
+        centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
+        scales = self.head_scales(out)
+        log_prior = self.spatial_prior(centers, scales, grid, level_sizes)
+        bias = log_prior if attn_bias is None else log_prior + attn_bias
+        tgt, weights = self.cross_attention(tgt, memory, pos, query_pos, bias, need_weights)
+        tgt = self.ffn(tgt)
+        info = {}
+        if need_weights:
+            info = {
+                "cross_attn": weights,
+                "log_prior": log_prior,
+                "head_centers": centers.squeeze(2) if centers.shape[2] == 1 else centers,
+                "head_scales": None if scales is None else (scales.squeeze(2) if scales.shape[2] == 1 else scales),
+            }
+        return tgt, reference, ref_logit, info
+
+
+class SMCADecoder(nn.Module):
+    """SMCA decoder layers (layer 0 predicts the centre) and DETR's shared final LayerNorm.
+
+    Returns the normed output of every layer, the layer-0 centre logit used by the box head, and, with
+    ``need_weights``, the per-layer maps of :class:`SMCADecoderLayer` as lists.
+    """
+
+    def __init__(self, layers: Sequence[SMCADecoderLayer], d_model: int):
+        super().__init__()
+        if not layers or layers[0].point1 is None:
+            raise ValueError("the first SMCA decoder layer must predict the reference centre")
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, tgt, memory, pos, query_pos, attn_bias, grid, image_cells, level_sizes=None, need_weights=False):
+        intermediate: List[torch.Tensor] = []
+        maps: Dict[str, list] = {}
+        reference = ref_logit = None
+        for layer in self.layers:
+            tgt, reference, logit, info = layer(
+                tgt, memory, pos, query_pos, attn_bias, grid, image_cells, reference, level_sizes, need_weights
+            )
+            if ref_logit is None:
+                ref_logit = logit
+            intermediate.append(self.norm(tgt))
+            for key, value in info.items():
+                maps.setdefault(key, []).append(value)
+        return torch.stack(intermediate), ref_logit, maps
+
+
+def build_smca_decoder(
+    d_model: int,
+    nhead: int,
+    num_layers: int,
+    dim_feedforward: int,
+    dropout: float,
+    activation: str,
+    dynamic_scale: str,
+    smooth: float,
+    center_mlp_layers: int,
+    layer_cls=SMCADecoderLayer,
+    **layer_kwargs,
+) -> SMCADecoder:
+    """``num_layers`` independent layers, the first with ``point1`` (the official layout)."""
+    layers = [
+        layer_cls(
+            d_model,
+            nhead,
+            dim_feedforward,
+            dropout,
+            activation,
+            dynamic_scale=dynamic_scale,
+            smooth=smooth,
+            predict_center=index == 0,
+            center_mlp_layers=center_mlp_layers,
+            **layer_kwargs,
+        )
+        for index in range(num_layers)
+    ]
+    return SMCADecoder(layers, d_model)
+
+
+class SMCATransformer(nn.Module):
+    """Single-scale SMCA encoder-decoder: DETR's post-norm encoder and the Gaussian-modulated decoder.
+
+    Initialisation as the official ``Transformer._reset_parameters``: xavier-uniform on every parameter
+    with more than one dimension (MHA projections, FFNs, ``point1/2/3``), then ``point3`` weight 0 and
+    bias 1 (type2/3/4).
+    """
+
+    num_levels = 1
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        dynamic_scale: str = "type3",
+        smooth: float = 8.0,
+        center_mlp_layers: int = 3,
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.nhead = nhead
+        self.encoder = TransformerEncoder(
+            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
+        )
+        self.decoder = build_smca_decoder(
+            d_model, nhead, num_decoder_layers, dim_feedforward, dropout, activation, dynamic_scale, smooth,
+            center_mlp_layers,
+        )
+        xavier_init_(self)
+        for layer in self.decoder.layers:
+            layer.reset_scale_parameters()
+
+    def forward(
+        self,
+        srcs: Sequence[torch.Tensor],
+        poss: Sequence[torch.Tensor],
+        masks: Sequence[torch.Tensor],
+        query_pos: torch.Tensor,
+        image_wh: torch.Tensor,
+        strides: Sequence[int],
+        need_weights: bool = False,
+    ):
+        """
+        Args:
+            srcs, poss: one (B, HW, C) projected feature map and its position encoding.
+            masks: one (B, H, W) padding mask (True on padding).
+            query_pos: (Q, C) learned query positions.
+            image_wh: (B, 2) unpadded image (w, h) in input pixels.
+            strides: the feature map's stride.
+
+        Returns:
+            hs (L, B, Q, C), ref_logit (B, Q, 2), and a dict of per-layer maps (empty unless need_weights).
+        """
+        if len(srcs) != 1:
+            raise ValueError(f"single-scale SMCA takes one feature map, got {len(srcs)}")
+        (src,), (pos,), (mask,), (stride,) = srcs, poss, masks, strides
+        height, width = mask.shape[-2:]
+        attn_bias = padding_bias(mask.flatten(1))
+        memory = self.encoder(src, pos, attn_bias)
+        grid = feature_grid(height, width, device=src.device)
+        image_cells = (image_wh / stride).unsqueeze(1)  # (B, 1, 2) (w, h) / stride
+        query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
+        tgt = torch.zeros_like(query_pos)
+        return self.decoder(tgt, memory, pos, query_pos, attn_bias, grid, image_cells, None, need_weights)
