@@ -1,0 +1,51 @@
+"""SAM-DETR on the embedded shapes dataset: tiny, CPU, minutes (same scale as every ``*_shapes.py``).
+
+The Semantics Aligner's widths follow d_model: point1 has d/4 channels (64 at d = 256) and the point
+MLP (d, 2d, 2d) hidden units ((256, 512, 512) at d = 256); the RoI stays 7×7 and the salient points
+are the NHEAD heads. No GroupNorm after the input projection (the 50-epoch architecture).
+"""
+from ..common.shapes_scale import (
+    D_MODEL,
+    DEC_LAYERS,
+    DIM_FEEDFORWARD,
+    ENC_LAYERS,
+    IN_FEATURE,
+    MAX_ITER,
+    NHEAD,
+    NUM_CLASSES,
+    NUM_QUERIES,
+    backbone,
+)
+from ..common.data.shapes import dataloader
+from ..common.models.sam_detr import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedules import step_schedule
+from ..common.train import train
+
+model.backbone = backbone
+model.in_feature = IN_FEATURE
+model.num_classes = NUM_CLASSES
+model.num_queries = NUM_QUERIES
+model.input_proj_norm = False
+model.transformer.update(
+    d_model=D_MODEL,
+    nhead=NHEAD,
+    num_encoder_layers=ENC_LAYERS,
+    num_decoder_layers=DEC_LAYERS,
+    dim_feedforward=DIM_FEEDFORWARD,
+    roi_size=7,
+    point_channels=D_MODEL // 4,
+    point_hidden_dims=(D_MODEL, 2 * D_MODEL, 2 * D_MODEL),
+)
+model.position_encoding.num_pos_feats = D_MODEL // 2
+
+# Backbone from scratch: train it at the full lr.
+optimizer.params.backbone_lr_factor = 1.0
+
+train.init_checkpoint = ""
+train.max_iter = MAX_ITER
+lr_multiplier = step_schedule(MAX_ITER, int(MAX_ITER * 0.8))
+train.eval_period = MAX_ITER
+train.checkpointer.period = MAX_ITER // 2
+train.log_period = 20
+train.output_dir = "output/sam_detr_shapes"
