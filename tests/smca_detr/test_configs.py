@@ -70,10 +70,12 @@ def test_shapes_configs_use_the_shared_scale():
         assert cfg.optimizer.params.backbone_lr_factor == 1.0
     assert single.model.transformer.num_encoder_layers == detr.model.transformer.num_encoder_layers
     assert single.model.transformer.dim_feedforward == detr.model.transformer.dim_feedforward
-    # multi-scale: R18 res3/res4/res5 (strides 8/16/32), intra/multi/intra with the shared layer count
+    # multi-scale: the paper's strides 16/32/64 (R18 res4, res5 + a stride-2 level), intra/multi/intra with
+    # the shared layer count
     assert {k: v for k, v in multi.model.backbone.items() if k != "out_features"} == {
         k: v for k, v in detr.model.backbone.items() if k != "out_features"
     }
-    assert tuple(multi.model.in_features) == ("res3", "res4", "res5") and multi.model.num_extra_levels == 0
+    assert tuple(multi.model.in_features) == ("res4", "res5") and multi.model.num_extra_levels == 1
+    assert multi.model.transformer.num_levels == 3 and multi.model.transformer.reference_level == 0
     assert list(multi.model.transformer.encoder_layer_types) == ["intra", "multi", "intra"]
     assert len(multi.model.transformer.encoder_layer_types) == detr.model.transformer.num_encoder_layers
