@@ -71,3 +71,27 @@ def test_train_checkpoint_eval_twice_and_resume(tiny_data, tmp_path):
 def test_missing_config_file_is_named():
     with pytest.raises(FileNotFoundError, match="configs/nope.py"):
         train_net.setup(default_argument_parser().parse_args(["--config-file", "configs/nope.py"]))
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
+    from detr_core.criterion import SetCriterion
+
+    real_forward = SetCriterion.forward
+    calls = {"n": 0}
+
+    def nan_at_iteration_4(self, outputs, targets):
+        losses = real_forward(self, outputs, targets)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the 5th training step, iteration 4
+            losses["loss_ce"] = losses["loss_ce"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(SetCriterion, "forward", nan_at_iteration_4)
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match=r"(?s)NaN.*iteration=4|iteration=4.*NaN"):
+        run(*TINY_MODEL, f"train.output_dir={out}", "train.max_iter=8", "train.checkpointer.period=2",
+            "train.eval_period=100")
+    assert open(out / "last_checkpoint").read() == "model_0000003.pth"
+    saved = torch.load(out / "model_0000003.pth", weights_only=True)
+    assert saved["iteration"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert not (out / "model_final.pth").exists()
