@@ -45,6 +45,7 @@ __all__ = [
     "SMCADecoderLayer",
     "SMCADecoder",
     "SMCATransformer",
+    "build_smca_decoder",
     "smca_log_prior",
 ]
 

@@ -2,7 +2,7 @@
 """Convergence race of the DETR-family variants on the embedded shapes dataset.
 
     python tools/benchmark_convergence.py                            # every *_shapes config, seed 0
-    python tools/benchmark_convergence.py --seeds 0 1 2 --max-iter 600 --eval-period 100
+    python tools/benchmark_convergence.py --seeds 0 1 2 --max-iter 500 --eval-period 100
     python tools/benchmark_convergence.py --variants detr sam_detr_smca --threshold 10
 
 Each variant trains with the same backbone, image size, batch, optimizer and iteration budget (the shared
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--max-iter", type=int, default=600, help="iteration budget per variant (default 600)")
+    parser.add_argument("--max-iter", type=int, default=500, help="iteration budget per variant (default 500, the shapes configs' own)")
     parser.add_argument("--eval-period", type=int, default=100, help="evaluate every this many iterations")
     parser.add_argument("--threshold", type=float, default=5.0, help="AP whose first crossing is reported")
     parser.add_argument("--output", default="output/convergence", help="runs, race.csv, race.png, race.md")

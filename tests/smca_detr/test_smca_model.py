@@ -361,3 +361,20 @@ def test_centre_uses_the_backbone_stride_dc5():
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
     torch.testing.assert_close(out["log_prior"][0][0, :, 0], expected_log_prior(8, 4, 8, 4))
+
+
+@pytest.mark.parametrize("multi_scale", [False, True], ids=["single", "multi"])
+def test_autocast_training_and_inference(two_image_batch, multi_scale):
+    """Mixed precision (bf16 autocast on CPU; fp16 on CUDA takes the same path): finite loss and gradients,
+    the Gaussian prior is computed in float32 so large distances cannot overflow."""
+    model = (tiny_smca_ms() if multi_scale else tiny_smca()).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total = sum(model(two_image_batch).values())
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_images(model.preprocess_image([{"image": random_image(64, 80)}]), need_weights=True)
+    assert out["log_prior"][0].dtype == torch.float32
+    assert torch.isfinite(out["pred_boxes"]).all() and torch.isfinite(out["pred_logits"]).all()
