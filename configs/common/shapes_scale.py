@@ -9,6 +9,8 @@ from detectron2.config import LazyCall as L
 
 from detr_core import build_resnet
 
+from .schedules import step_schedule
+
 NUM_CLASSES = 6
 D_MODEL = 128
 NHEAD = 8
@@ -23,3 +25,18 @@ backbone = L(build_resnet)(depth=18, out_features=(IN_FEATURE,), norm="BN", free
 # Shapes training: batch 8 of ~160-px images; DETR takes about 0.85 s per iteration on 2 quiet CPU cores,
 # so the quickstart (500 iterations + data generation + evaluation) stays under 10 minutes.
 MAX_ITER = 500
+
+
+def shapes_training(train, optimizer):
+    """Apply the shared shapes training recipe in place; returns the ``lr_multiplier``.
+
+    Backbone from scratch (no pretrained weights offline), so it trains at the full lr; ``MAX_ITER``
+    iterations with the lr divided by 10 at 80 %; evaluation at the end; two checkpoints.
+    """
+    optimizer.params.backbone_lr_factor = 1.0
+    train.init_checkpoint = ""
+    train.max_iter = MAX_ITER
+    train.eval_period = MAX_ITER
+    train.checkpointer.period = MAX_ITER // 2
+    train.log_period = 20
+    return step_schedule(MAX_ITER, int(MAX_ITER * 0.8))

@@ -2,21 +2,20 @@
 DAB-DETR's own recipe otherwise (PReLU, dropout 0, image PE temperature 20, focal loss 1 / 5 / 2,
 costs 2 / 5 / 2, top-300)."""
 from ..common.shapes_scale import (
-    D_MODEL,
     DEC_LAYERS,
     DIM_FEEDFORWARD,
+    D_MODEL,
     ENC_LAYERS,
     IN_FEATURE,
-    MAX_ITER,
     NHEAD,
     NUM_CLASSES,
     NUM_QUERIES,
     backbone,
+    shapes_training,
 )
 from ..common.data.shapes import dataloader
 from ..common.models.dab_detr import model
 from ..common.optim import AdamW as optimizer
-from ..common.schedules import step_schedule
 from ..common.train import train
 
 model.backbone = backbone
@@ -32,13 +31,5 @@ model.transformer.update(
 )
 model.position_encoding.num_pos_feats = D_MODEL // 2
 
-# Backbone from scratch: train it at the full lr.
-optimizer.params.backbone_lr_factor = 1.0
-
-train.init_checkpoint = ""
-train.max_iter = MAX_ITER
-lr_multiplier = step_schedule(MAX_ITER, int(MAX_ITER * 0.8))
-train.eval_period = MAX_ITER
-train.checkpointer.period = MAX_ITER // 2
-train.log_period = 20
+lr_multiplier = shapes_training(train, optimizer)
 train.output_dir = "output/dab_detr_shapes"
