@@ -159,7 +159,9 @@ class SAMDecoderLayer(nn.Module):
         if self.smca:
             height, width = memory_2d.shape[-2:]
             # Salient points in feature cells of the padded map: p · (W, H) · valid ratio (upstream order).
-            centers = aligned["points"] * aligned["points"].new_tensor([width, height]) * valid_ratio[:, None, None, :2]
+            points = aligned["points"]
+            centers = torch.stack((points[..., 0] * width, points[..., 1] * height), dim=-1)
+            centers = centers * valid_ratio[:, None, None, :2]
             attn_bias = attn_bias + gaussian_log_prior(centers, aligned["scales"], grid, self.smca_beta)
 
         query = self.ca_qcontent_proj(aligned["query"]) + self.ca_qpos_sine_proj(aligned["query_pos"])  # (B,N,M,d)

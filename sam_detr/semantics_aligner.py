@@ -112,9 +112,10 @@ class SemanticsAligner(nn.Module):
         """
         bsz, num_queries = boxes.shape[:2]
         height, width = memory_2d.shape[-2:]
-        scale = boxes.new_tensor([width, height, width, height])
-        # Same float32 order as upstream: (xyxy · (W, H, W, H)) · valid_ratio, in feature cells.
-        xyxy = box_convert(boxes.detach(), "cxcywh", "xyxy") * scale * valid_ratio[:, None, :]
+        # Same float32 order as upstream: (xyxy · (W, H, W, H)) · valid_ratio, in feature cells. (Python
+        # scalars, not a tensor built from a list: that would be a blocking host-to-device copy on CUDA.)
+        x1, y1, x2, y2 = box_convert(boxes.detach(), "cxcywh", "xyxy").unbind(-1)
+        xyxy = torch.stack((x1 * width, y1 * height, x2 * width, y2 * height), dim=-1) * valid_ratio[:, None, :]
         # torchvision's RoIAlign has no gradient w.r.t. boxes: detaching only makes that explicit.
         batch_index = torch.arange(bsz, device=boxes.device, dtype=xyxy.dtype).repeat_interleave(num_queries)
         rois = torch.cat((batch_index[:, None], xyxy.reshape(-1, 4)), dim=1)
