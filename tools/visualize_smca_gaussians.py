@@ -2,7 +2,7 @@
 """Draw SMCA's Gaussian spatial priors and co-attention maps for a few queries of an image.
 
     python tools/visualize_smca_gaussians.py --config-file configs/smca_detr/smca_detr_shapes.py \
-        --weights output/smca_detr_shapes/model_final.pth --dataset shapes_val --index 3 \
+        --weights output/smca_detr_shapes/model_final.pth --dataset shapes_val --index 0 \
         --output projects/SMCA-DETR/gaussian_maps.png
 
 One row per query (the highest-scoring ones): the image with the predicted box, the layer-0 reference
@@ -120,6 +120,7 @@ def main(argv=None):
     parser.add_argument("--queries", type=int, default=4)
     parser.add_argument("--layer", type=int, default=-1)
     parser.add_argument("--output", default="projects/SMCA-DETR/gaussian_maps.png")
+    parser.add_argument("--dpi", type=int, default=80)
     args = parser.parse_args(argv)
 
     cfg = LazyConfig.load(args.config_file)
@@ -135,7 +136,7 @@ def main(argv=None):
     image = T.ResizeShortestEdge(args.test_size, args.max_size).get_transform(image).apply_image(image)
     fig = gaussian_figure(model, image, args.queries, args.layer, names)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    fig.savefig(args.output, dpi=110)
+    fig.savefig(args.output, dpi=args.dpi)
     print(f"wrote {args.output}")
 
 
