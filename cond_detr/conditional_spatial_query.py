@@ -120,6 +120,29 @@ class ConditionalDecoderLayer(nn.Module):
         q_spatial = self.ca_qpos_sine_proj(query_sine_embed)
         return _concat_heads(q, q_spatial, self.nhead), _concat_heads(k, k_pos, self.nhead), v
 
+    def spatial_attention(
+        self, pos: torch.Tensor, query_sine_embed: torch.Tensor, attn_bias: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """The spatial attention maps of the paper's Fig. 1: softmax over keys of p_q·p_k per head.
+
+        Only the spatial half of each head's logit (T ⊙ PE(s) against the key positions), with the
+        cross-attention's own scale; what the conditional spatial query attends to before the content
+        term is added. Diagnostic only (not used by the forward pass).
+
+        Args:
+            pos: (B, HW, d) image position encoding; query_sine_embed: (B, Q, d) λ_q ⊙ PE(s);
+            attn_bias: (B, 1, 1, HW) key-padding bias or None.
+        Returns:
+            (B, M, Q, HW) probabilities.
+        """
+        heads = self.nhead
+        p_q = self.ca_qpos_sine_proj(query_sine_embed).unflatten(-1, (heads, -1)).transpose(1, 2)
+        p_k = self.ca_kpos_proj(pos).unflatten(-1, (heads, -1)).transpose(1, 2)
+        logits = p_q @ p_k.transpose(-1, -2) * self.cross_attn.scale
+        if attn_bias is not None:
+            logits = logits + attn_bias
+        return logits.softmax(-1)
+
     def forward(
         self,
         tgt: torch.Tensor,
@@ -195,19 +218,23 @@ class ConditionalDecoder(nn.Module):
 
         Returns:
             hs (L, B, Q, d) normed outputs of every layer, the reference points (B, Q, 2) as (x, y) in
-            [0, 1], and the cross-attention maps (L × (B, M, Q, HW)) when ``need_weights`` (else []).
+            [0, 1], and a dict of per-layer maps (L × (B, M, Q, HW)): ``cross_attn`` (the attention
+            used) and ``spatial_attn`` (its spatial term alone, :meth:`ConditionalDecoderLayer.spatial_attention`)
+            when ``need_weights``, else empty lists.
         """
         reference = self.ref_point_head(query_pos).sigmoid()
         # PE(s) in cat(y, x) order, as the image positions: p_q · p_k is a spatial similarity.
         sine = sine_embedding(reference, num_feats=self.d_model // 2)
         output = tgt
-        intermediate, maps = [], []
+        intermediate, maps = [], {"cross_attn": [], "spatial_attn": []}
         for layer_id, layer in enumerate(self.layers):
             query_sine_embed = sine if layer_id == 0 else sine * self.query_scale(output)
+            if need_weights:
+                maps["spatial_attn"].append(layer.spatial_attention(pos, query_sine_embed, attn_bias))
             output, weights = layer(output, memory, pos, query_pos, query_sine_embed, attn_bias, need_weights)
             intermediate.append(self.norm(output))
             if need_weights:
-                maps.append(weights)
+                maps["cross_attn"].append(weights)
         return torch.stack(intermediate), reference, maps
 
 
@@ -251,11 +278,11 @@ class ConditionalDETRTransformer(nn.Module):
             query_embed: (Q, d) learned object queries.
 
         Returns:
-            dict with ``hs`` (L, B, Q, d), ``reference`` (B, Q, 2), ``memory`` (B, HW, d) and
-            ``cross_attn`` (list of (B, M, Q, HW), empty unless ``need_weights``).
+            dict with ``hs`` (L, B, Q, d), ``reference`` (B, Q, 2), ``memory`` (B, HW, d), ``cross_attn``
+            and ``spatial_attn`` (lists of (B, M, Q, HW), empty unless ``need_weights``).
         """
         memory = self.encoder(src, pos, attn_bias)
         query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
         tgt = torch.zeros_like(query_pos)
         hs, reference, maps = self.decoder(tgt, memory, pos, query_pos, attn_bias, need_weights)
-        return {"hs": hs, "reference": reference, "memory": memory, "cross_attn": maps}
+        return {"hs": hs, "reference": reference, "memory": memory, **maps}

@@ -101,7 +101,8 @@ class ConditionalDETR(DETRMetaArch):
         Returns:
             ``pred_logits`` (B, Q, C), ``pred_boxes`` (B, Q, 4) cxcywh in [0, 1], ``aux_outputs`` (the
             earlier levels), and with ``need_weights``: ``cross_attn`` (L × (B, M, Q, HW) decoder
-            cross-attention probabilities), ``reference`` (B, Q, 2) reference points (x, y) in [0, 1]
+            cross-attention probabilities), ``spatial_attn`` (L × (B, M, Q, HW) the maps of the spatial
+            term p_q·p_k alone, the paper's Fig. 1), ``reference`` (B, Q, 2) reference points (x, y) in [0, 1]
             (the same for every layer) and ``mask`` (B, H, W) the feature padding mask.
         """
         ((feature, mask),) = self.backbone_features(images)
@@ -112,5 +113,8 @@ class ConditionalDETR(DETRMetaArch):
         offsets = self.bbox_embed(hs)  # (L, B, Q, 4)
         center = offsets[..., :2] + inverse_sigmoid(reference, INVERSE_SIGMOID_EPS)
         boxes = torch.cat((center, offsets[..., 2:]), dim=-1).sigmoid()
-        extra = {"cross_attn": out["cross_attn"], "reference": reference, "mask": mask} if need_weights else {}
+        extra = {}
+        if need_weights:
+            extra = {key: out[key] for key in ("cross_attn", "spatial_attn")}
+            extra.update(reference=reference, mask=mask)
         return self.level_outputs(self.class_embed(hs), boxes, **extra)

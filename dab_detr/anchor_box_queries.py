@@ -130,13 +130,14 @@ class AnchorBoxDecoder(nn.Module):
         Returns:
             hs (L, B, Q, d) normed outputs; references (L, B, Q, 4): the anchors each layer's output is
             relative to, [A_0, A_1, ..., A_{L-1}] with A_0 = sigmoid(anchors_unsigmoid) and A_{l≥1} not
-            detached; cross-attention maps (L × (B, M, Q, HW)) or [].
+            detached; a dict of per-layer maps (L × (B, M, Q, HW)): ``cross_attn`` and ``spatial_attn``
+            (the width/height-modulated positional attention alone) when ``need_weights``, else empty lists.
         """
         d = self.d_model
         anchors = anchors_unsigmoid.sigmoid()
         references = [anchors]
         output = tgt
-        intermediate, maps = [], []
+        intermediate, maps = [], {"cross_attn": [], "spatial_attn": []}
         num_layers = len(self.layers)
         for layer_id, layer in enumerate(self.layers):
             sine = sine_embedding(anchors, num_feats=d // 2)  # (B, Q, 2d): y, x, w, h
@@ -147,6 +148,8 @@ class AnchorBoxDecoder(nn.Module):
             # (w_ref, h_ref) from the layer input (zeros or patterns at layer 0, as upstream).
             ref_wh = self.ref_anchor_head(output).sigmoid()
             query_sine_embed = modulate_hw(query_sine_embed, ref_wh, anchors[..., 2:])
+            if need_weights:  # the width/height-modulated positional attention (paper Fig. 6)
+                maps["spatial_attn"].append(layer.spatial_attention(pos, query_sine_embed, attn_bias))
             output, weights = layer(output, memory, pos, query_pos, query_sine_embed, attn_bias, need_weights)
             # Layer-wise anchor refinement in logit space, from the raw (un-normed) output.
             new_anchors = (bbox_embed(output) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
@@ -155,7 +158,7 @@ class AnchorBoxDecoder(nn.Module):
             anchors = new_anchors.detach()
             intermediate.append(self.norm(output))
             if need_weights:
-                maps.append(weights)
+                maps["cross_attn"].append(weights)
         return torch.stack(intermediate), torch.stack(references), maps
 
 
@@ -214,8 +217,8 @@ class DABDETRTransformer(nn.Module):
             bbox_embed: the model's shared box head (anchor updates).
 
         Returns:
-            dict with ``hs`` (L, B, Q', d), ``references`` (L, B, Q', 4), ``memory`` (B, HW, d) and
-            ``cross_attn`` (list, empty unless ``need_weights``); Q' = Q · max(1, num_patterns).
+            dict with ``hs`` (L, B, Q', d), ``references`` (L, B, Q', 4), ``memory`` (B, HW, d),
+            ``cross_attn`` and ``spatial_attn`` (lists, empty unless ``need_weights``); Q' = Q · max(1, num_patterns).
         """
         bsz = src.shape[0]
         memory = self.encoder(src, pos, attn_bias)
@@ -227,4 +230,4 @@ class DABDETRTransformer(nn.Module):
             tgt = refpoint_embed.new_zeros(bsz, refpoint_embed.shape[0], self.d_model)
         anchors = anchors.unsqueeze(0).expand(bsz, -1, -1)
         hs, references, maps = self.decoder(tgt, memory, pos, anchors, attn_bias, bbox_embed, need_weights)
-        return {"hs": hs, "references": references, "memory": memory, "cross_attn": maps}
+        return {"hs": hs, "references": references, "memory": memory, **maps}

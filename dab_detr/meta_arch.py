@@ -97,7 +97,8 @@ class DABDETR(DETRMetaArch):
 
         Returns:
             ``pred_logits`` (B, Q', C), ``pred_boxes`` (B, Q', 4) cxcywh in [0, 1], ``aux_outputs``, and with
-            ``need_weights``: ``cross_attn`` (L × (B, M, Q', HW)), ``anchors`` (L, B, Q', 4) the anchor boxes
+            ``need_weights``: ``cross_attn`` (L × (B, M, Q', HW)), ``spatial_attn`` (L × (B, M, Q', HW) the
+            width/height-modulated positional attention alone, the paper's Fig. 6), ``anchors`` (L, B, Q', 4) the anchor boxes
             (x, y, w, h) each decoder layer attended with, and ``mask`` (B, H, W). Q' = Q · max(1, patterns).
         """
         ((feature, mask),) = self.backbone_features(images)
@@ -108,5 +109,8 @@ class DABDETR(DETRMetaArch):
         )
         hs, references = out["hs"], out["references"]
         boxes = (self.bbox_embed(hs) + inverse_sigmoid(references, INVERSE_SIGMOID_EPS)).sigmoid()
-        extra = {"cross_attn": out["cross_attn"], "anchors": references, "mask": mask} if need_weights else {}
+        extra = {}
+        if need_weights:
+            extra = {key: out[key] for key in ("cross_attn", "spatial_attn")}
+            extra.update(anchors=references, mask=mask)
         return self.level_outputs(self.class_embed(hs), boxes, **extra)

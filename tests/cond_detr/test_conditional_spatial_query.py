@@ -77,6 +77,22 @@ def test_cross_attention_is_per_head_concat_with_scale_one_eighth():
     assert torch.all(weights[..., 3:] == 0)
 
 
+def test_spatial_attention_is_the_spatial_term_alone():
+    """Fig. 1's map: per head softmax((p_q · p_k) / 8) over keys, padded keys excluded."""
+    layer = layer_with_identity_projections()
+    _, _, pos, _, sine = inputs()
+    mask = torch.tensor([[False, False, True, False, True]])
+    with torch.no_grad():
+        maps = layer.spatial_attention(pos, sine, padding_bias(mask))
+    assert maps.shape == (1, HEADS, 3, 5)
+    half = D // HEADS
+    for h in range(HEADS):
+        cols = slice(half * h, half * (h + 1))
+        logits = sine[0, :, cols] @ pos[0, :, cols].T / 8.0
+        logits[:, mask[0]] = float("-inf")
+        torch.testing.assert_close(maps[0, h], logits.softmax(-1), atol=1e-6, rtol=1e-5)
+
+
 def test_first_layer_adds_query_and_key_positions_later_layers_do_not():
     tgt, memory, pos, query_pos, sine = inputs(seed=2)
     results = {}
@@ -175,9 +191,9 @@ def test_need_weights_returns_maps_per_layer():
         images = model.preprocess_image([{"image": torch.rand(3, 64, 80) * 255}, {"image": torch.rand(3, 48, 48) * 255}])
         out = model.forward_images(images, need_weights=True)
         plain = model.forward_images(images)
-    assert len(out["cross_attn"]) == 2
+    assert len(out["cross_attn"]) == 2 and len(out["spatial_attn"]) == 2
     h, w = out["mask"].shape[-2:]
-    for maps in out["cross_attn"]:
+    for maps in out["cross_attn"] + out["spatial_attn"]:
         assert maps.shape == (2, 4, 7, h * w)
         torch.testing.assert_close(maps.sum(-1), torch.ones(2, 4, 7))
         assert torch.all(maps[1][:, :, out["mask"][1].flatten()] == 0)  # padded cells get no attention

@@ -177,9 +177,10 @@ def test_need_weights_maps_per_layer():
         out = model.forward_images(images, need_weights=True)
         plain = model.forward_images(images)
     h, w = out["mask"].shape[-2:]
-    assert len(out["cross_attn"]) == 2 and out["anchors"].shape == (2, 2, 7, 4)
-    for maps in out["cross_attn"]:
+    assert len(out["cross_attn"]) == 2 and len(out["spatial_attn"]) == 2 and out["anchors"].shape == (2, 2, 7, 4)
+    for maps in out["cross_attn"] + out["spatial_attn"]:
         assert maps.shape == (2, 4, 7, h * w)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(2, 4, 7))
         assert torch.all(maps[1][:, :, out["mask"][1].flatten()] == 0)
     torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])
     torch.testing.assert_close(out["pred_logits"], plain["pred_logits"])
