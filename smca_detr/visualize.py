@@ -1,9 +1,4 @@
-#!/usr/bin/env python
-"""Draw SMCA's Gaussian spatial priors and co-attention maps for a few queries of an image.
-
-    python tools/visualize_smca_gaussians.py --config-file configs/smca_detr/smca_detr_shapes.py \
-        --weights output/smca_detr_shapes/model_final.pth --dataset shapes_val --index 0 \
-        --output projects/SMCA-DETR/gaussian_maps.png
+"""Figures of SMCA's Gaussian spatial priors and co-attention (drawn by ``tools/visualize_attention.py``).
 
 One row per query (the highest-scoring ones): the image with the predicted box, the layer-0 reference
 centre (white cross) and the per-head centres c + Δc_i (coloured dots); the Gaussian prior
@@ -11,26 +6,13 @@ G = exp(log G) of the chosen decoder layer (maximum over heads, so every head's 
 co-attention of that layer (mean over heads). Multi-scale models: prior and attention of every level are
 resampled to the image and the attention levels summed (each already weighted by its α).
 """
-import argparse
-import os
-import sys
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_convert, clip_boxes_to_image
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data import detection_utils as utils  # noqa: E402
-from detectron2.data import transforms as T  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import detr_core  # noqa: E402,F401  (registers shapes)
-import smca_detr  # noqa: E402,F401
+__all__ = ["gaussian_figure", "level_to_image"]
 
 
 def level_to_image(values: torch.Tensor, stride: int, height: int, width: int) -> np.ndarray:
@@ -48,7 +30,8 @@ def level_to_image(values: torch.Tensor, stride: int, height: int, width: int) -
 
 @torch.no_grad()
 def gaussian_figure(model, image_rgb: np.ndarray, num_queries: int = 4, layer: int = -1, class_names=None):
-    """A matplotlib figure of the Gaussian priors and co-attention of the ``num_queries`` best queries.
+    """A matplotlib figure of the Gaussian priors and co-attention of the ``num_queries`` best queries,
+    and the (num_queries, 4) pixel xyxy boxes it drew (clipped to the image).
 
     Args:
         model: an :class:`smca_detr.SMCADETR` in eval mode.
@@ -75,6 +58,7 @@ def gaussian_figure(model, image_rgb: np.ndarray, num_queries: int = 4, layer: i
     reference = out["reference_points"][0] * torch.tensor([width, height])
     boxes = out["pred_boxes"][0] * torch.tensor([width, height, width, height])
 
+    drawn = clip_boxes_to_image(box_convert(boxes, "cxcywh", "xyxy"), (height, width))[queries]
     fig, axes = plt.subplots(len(queries), 3, figsize=(9, 3 * len(queries)), squeeze=False)
     colours = plt.cm.tab10(np.arange(centers.shape[1]) % 10)
     for row, q in enumerate(queries):
@@ -84,7 +68,7 @@ def gaussian_figure(model, image_rgb: np.ndarray, num_queries: int = 4, layer: i
             g_img = np.maximum(g_img, level_to_image(values.max(0).values.view(m.shape[-2:]), stride, height, width))
         for values, m, stride in zip(attn[:, q].split(sizes, -1), masks, strides):
             a_img += level_to_image(values.mean(0).view(m.shape[-2:]), stride, height, width)
-        cx, cy, bw, bh = boxes[q].tolist()
+        x0, y0, x1, y1 = drawn[row].tolist()
         label = class_names[best_class[q]] if class_names else int(best_class[q])
         titles = (
             f"query {q}: {label} {best_score[q]:.2f}",
@@ -97,7 +81,7 @@ def gaussian_figure(model, image_rgb: np.ndarray, num_queries: int = 4, layer: i
                 ax.imshow(g_img, cmap="magma", alpha=0.65, vmin=0, vmax=1)
             elif col == 2:
                 ax.imshow(a_img, cmap="viridis", alpha=0.65)
-            ax.add_patch(plt.Rectangle((cx - bw / 2, cy - bh / 2), bw, bh, fill=False, color="lime", lw=1.5))
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=1.5))
             ax.scatter(*(centers[q] * ref_stride).T.numpy(), s=14, c=colours, edgecolors="k", linewidths=0.4)
             ax.scatter([reference[q, 0]], [reference[q, 1]], marker="x", s=50, c="white", linewidths=2)
             ax.set_title(title, fontsize=8)
@@ -105,40 +89,4 @@ def gaussian_figure(model, image_rgb: np.ndarray, num_queries: int = 4, layer: i
             ax.set_ylim(height, 0)
             ax.axis("off")
     fig.tight_layout()
-    return fig
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", default="", help="checkpoint (default: random init)")
-    parser.add_argument("--dataset", default="shapes_val")
-    parser.add_argument("--index", type=int, default=0, help="image index in the dataset")
-    parser.add_argument("--image", default="", help="an image file instead of a dataset image")
-    parser.add_argument("--test-size", type=int, default=160, help="shortest side at inference")
-    parser.add_argument("--max-size", type=int, default=320)
-    parser.add_argument("--queries", type=int, default=4)
-    parser.add_argument("--layer", type=int, default=-1)
-    parser.add_argument("--output", default="projects/SMCA-DETR/gaussian_maps.png")
-    parser.add_argument("--dpi", type=int, default=80)
-    args = parser.parse_args(argv)
-
-    cfg = LazyConfig.load(args.config_file)
-    model = instantiate(cfg.model).eval()
-    if args.weights:
-        DetectionCheckpointer(model).load(args.weights)
-    if args.image:
-        path, names = args.image, None
-    else:
-        path = DatasetCatalog.get(args.dataset)[args.index]["file_name"]
-        names = MetadataCatalog.get(args.dataset).get("thing_classes")
-    image = utils.read_image(path, format="RGB")
-    image = T.ResizeShortestEdge(args.test_size, args.max_size).get_transform(image).apply_image(image)
-    fig = gaussian_figure(model, image, args.queries, args.layer, names)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    fig.savefig(args.output, dpi=args.dpi)
-    print(f"wrote {args.output}")
-
-
-if __name__ == "__main__":
-    main()
+    return fig, drawn
