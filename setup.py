@@ -38,7 +38,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff"],
+        # ONNX export (tools/export.py): the exporter needs onnx + onnxscript, the check onnxruntime.
+        "export": ["onnx", "onnxscript", "onnxruntime"],
+        "test": ["pytest", "pytest-xdist", "ruff", "onnx", "onnxscript", "onnxruntime"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
