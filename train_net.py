@@ -11,6 +11,7 @@ Follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the DETR re
 clipping by global norm (``train.clip_grad``), a lower backbone learning rate (in ``optimizer.params``),
 AMP on CUDA, and CPU training when no GPU is present.
 """
+import difflib
 import logging
 import os
 import sys
@@ -24,11 +25,13 @@ from detectron2.engine import (
     default_setup,
     hooks,
 )
+from detectron2.data import MetadataCatalog
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.registry import locate
+from omegaconf import OmegaConf
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
 from detr_core.engine import AtomicCheckpointer, ResumableTrainingSampler, RNGState, launch
@@ -110,6 +113,7 @@ def build_train_loader(cfg, start_iter: int):
 
 def do_train(args, cfg):
     """Train with detectron2's SimpleTrainer/AMPTrainer and standard hooks; resume or load weights."""
+    check_num_classes(cfg)
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     logger.info("Model:\n%s", model)
@@ -127,6 +131,7 @@ def do_train(args, cfg):
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, rng=RNGState())
+    checkpointer.allow_mismatch = cfg.train.get("allow_checkpoint_mismatch", False)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -143,11 +148,54 @@ def do_train(args, cfg):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def check_override_keys(cfg, overrides, config_file: str) -> list:
+    """Reject ``key=value`` overrides whose key the config does not have (LazyConfig would silently add
+    them, so a typo like ``train.max_iters=10`` would be ignored). ``+key=value`` adds a new key on purpose.
+
+    Returns:
+        the overrides with the ``+`` markers removed.
+    """
+    missing = object()
+    checked = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith("+"):
+            checked.append(override[1:])
+            continue
+        if OmegaConf.select(cfg, key, default=missing) is missing:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+            siblings = list(node.keys()) if OmegaConf.is_dict(node) else []
+            close = difflib.get_close_matches(leaf, siblings, n=3)
+            hint = f"; did you mean {', '.join(f'{parent}.{c}' if parent else c for c in close)}?" if close else ""
+            raise KeyError(
+                f"override {override!r}: {config_file} has no key {key!r}{hint} "
+                f"(write +{key}=... to add a new key on purpose)"
+            )
+        checked.append(override)
+    return checked
+
+
+def check_num_classes(cfg) -> None:
+    """The model must have a class for every class of its training dataset(s)."""
+    num_classes = cfg.model.get("num_classes")
+    names = cfg.dataloader.train.dataset.get("names") if "train" in cfg.dataloader else None
+    if num_classes is None or not names:
+        return
+    for name in [names] if isinstance(names, str) else list(names):
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) > num_classes:
+            raise ValueError(
+                f"model.num_classes={num_classes} is smaller than the {len(classes)} classes of dataset "
+                f"{name!r}; set model.num_classes={len(classes)}"
+            )
+
+
 def setup(args):
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"config file not found: {args.config_file}")
     cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = LazyConfig.apply_overrides(cfg, check_override_keys(cfg, args.opts, args.config_file))
     cfg.train.device = resolve_device(cfg.train.get("device", "auto"))
     default_setup(cfg, args)
     return cfg
@@ -159,7 +207,10 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model, **ddp_kwargs(cfg))
-        AtomicCheckpointer(model).load(cfg.train.init_checkpoint)
+        checkpointer = AtomicCheckpointer(model)
+        checkpointer.allow_mismatch = cfg.train.get("allow_checkpoint_mismatch", False)
+        checkpointer.require_all = True  # evaluating a partly random model is never intended
+        checkpointer.load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
 

@@ -73,7 +73,13 @@ class SetCriterion(nn.Module):
                 ``aux_outputs``: a list of dicts with the same keys for the earlier decoder levels.
             targets: B dicts with ``labels`` (T_b,) int64 in [0, num_classes) and ``boxes`` (T_b, 4)
                 normalised cxcywh.
+
+        Matching and losses run in float32, also under autocast (AMP).
         """
+        with torch.autocast(outputs["pred_logits"].device.type, enabled=False):
+            return self._losses(outputs, targets)
+
+    def _losses(self, outputs: Dict, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         levels = list(outputs.get("aux_outputs", [])) + [outputs]
         logits = torch.stack([lv["pred_logits"] for lv in levels]).float()  # (L, B, Q, C')
         boxes = torch.stack([lv["pred_boxes"] for lv in levels]).float()  # (L, B, Q, 4)

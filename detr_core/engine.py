@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import pickle
 import os
 import random
 from datetime import timedelta
@@ -16,7 +17,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
-__all__ = ["AtomicCheckpointer", "RNGState", "ResumableTrainingSampler", "launch"]
+__all__ = ["AtomicCheckpointer", "CheckpointMismatchError", "RNGState", "ResumableTrainingSampler", "launch"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose keys or shapes do not fit the model; the message lists them."""
+
+
 class AtomicCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` whose files appear complete or not at all.
 
@@ -38,6 +43,42 @@ class AtomicCheckpointer(DetectionCheckpointer):
     updated once the checkpoint it names is complete. Non-local ``save_dir`` (e.g. a remote path manager)
     falls back to fvcore's behaviour.
     """
+
+    #: Loading a file with unexpected keys or shape mismatches (e.g. another variant's checkpoint) raises
+    #: :class:`CheckpointMismatchError` unless ``allow_mismatch``; with ``require_all`` missing keys too.
+    allow_mismatch = False
+    require_all = False
+
+    def load(self, path: str, *args, **kwargs):
+        self._loading = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = None
+
+    def _load_file(self, filename: str):
+        try:
+            return super()._load_file(filename)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
+            if filename in str(e):
+                raise
+            raise RuntimeError(f"{filename}: cannot read the checkpoint (truncated or not a checkpoint?): {e}") from e
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        problems = [f"unexpected key {k}" for k in incompatible.unexpected_keys]
+        problems += [f"{k}: shape {tuple(a)} in the file, {tuple(b)} in the model" for k, a, b in incompatible.incorrect_shapes]
+        if self.require_all:
+            problems += [f"missing key {k}" for k in incompatible.missing_keys]
+        if problems and not self.allow_mismatch:
+            shown = "\n  ".join(problems[:12]) + (f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else "")
+            raise CheckpointMismatchError(
+                f"{getattr(self, '_loading', None) or 'checkpoint'} does not fit {type(self.model).__name__} "
+                f"({len(problems)} problem(s); a checkpoint of another variant or config?):\n  {shown}\n"
+                "Convert official checkpoints with tools/convert_official.py; to load the matching part anyway "
+                "(e.g. fine-tuning with another number of classes) set train.allow_checkpoint_mismatch=True."
+            )
+        return incompatible
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:

@@ -85,11 +85,12 @@ class HungarianMatcher(nn.Module):
         tgt_labels = torch.cat([t["labels"] for t in targets])
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).float()
 
-        cost = self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
-        cost += self.cost_class * self.class_cost_matrix(logits, tgt_labels)
-        cost -= self.cost_giou * generalized_box_iou(
-            box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
-        )
+        with torch.autocast(logits.device.type, enabled=False):  # costs in float32 under AMP too
+            cost = self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
+            cost += self.cost_class * self.class_cost_matrix(logits, tgt_labels)
+            cost -= self.cost_giou * generalized_box_iou(
+                box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
+            )
         cost = cost.view(num_levels, bsz, num_queries, -1).cpu().numpy()
 
         offsets = np.cumsum([0] + sizes)

@@ -2,6 +2,9 @@
 train = dict(
     output_dir="./output",
     init_checkpoint="detectron2://ImageNetPretrained/torchvision/R-50.pkl",
+    # Loading init_checkpoint fails on unexpected keys or shape mismatches (e.g. another variant's
+    # checkpoint) with a report; True only warns (e.g. fine-tuning with another number of classes).
+    allow_checkpoint_mismatch=False,
     max_iter=90000,
     device="auto",  # cuda when available, else cpu
     seed=-1,  # >= 0: seed every RNG (seed + rank), as detectron2's default_setup does

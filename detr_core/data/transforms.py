@@ -39,6 +39,7 @@ __all__ = [
     "SHAPES_TEST_SIZE",
     "DETRDatasetMapper",
     "RandomSelect",
+    "detection_dataset_dicts",
     "build_detr_train_augmentation",
     "coco_test_augmentation",
     "coco_train_augmentation",
@@ -241,6 +242,17 @@ class DETRDatasetMapper(DatasetMapper):
             "num_classes": len(classes) if classes else None,
         }
 
+    def __call__(self, dataset_dict):
+        """detectron2's mapping; an unreadable image (corrupt, truncated, not an image) raises ``OSError``
+        naming the file, whatever the decoder's own message says."""
+        try:
+            return super().__call__(dataset_dict)
+        except (OSError, SyntaxError) as e:  # PIL's decode errors (UnidentifiedImageError is an OSError)
+            file_name = dataset_dict.get("file_name", "<no file_name>")
+            if isinstance(e, FileNotFoundError) or file_name in str(e):
+                raise
+            raise OSError(f"{file_name}: cannot read the image ({type(e).__name__}: {e})") from e
+
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         file_name = dataset_dict.get("file_name", "<no file_name>")
         height, width = dataset_dict.get("height"), dataset_dict.get("width")
@@ -281,3 +293,21 @@ class DETRDatasetMapper(DatasetMapper):
         removed = len(kept) - len(dataset_dict["instances"])
         if removed:
             logger.debug(f"{file_name}: {removed} box(es) emptied by augmentation were dropped")
+
+
+def detection_dataset_dicts(names, filter_empty: bool = False, **kwargs) -> list:
+    """detectron2's :func:`~detectron2.data.get_detection_dataset_dicts` for training sets, refusing a
+    dataset without a single annotation (a wrong json or registration), which would otherwise train a
+    model that only predicts "no object".
+
+    Images without objects stay (DETR trains on them) unless ``filter_empty``.
+    """
+    from detectron2.data import get_detection_dataset_dicts
+
+    dicts = get_detection_dataset_dicts(names, filter_empty=filter_empty, **kwargs)
+    if not any(record.get("annotations") for record in dicts):
+        raise ValueError(
+            f"training dataset(s) {names!r}: {len(dicts)} image(s) and no annotation at all; check the "
+            "json's 'annotations' list and the dataset registration"
+        )
+    return dicts

@@ -8,12 +8,12 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.evaluation import COCOEvaluator
 from omegaconf import OmegaConf
 
-from detr_core.data import DETRDatasetMapper, coco_test_augmentation, coco_train_augmentation
+from detr_core.data import detection_dataset_dicts, DETRDatasetMapper, coco_test_augmentation, coco_train_augmentation
 
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=True),
+    dataset=L(detection_dataset_dicts)(names="coco_2017_train", filter_empty=True),
     mapper=L(DETRDatasetMapper)(
         is_train=True, augmentations=L(coco_train_augmentation)(), image_format="RGB", num_classes=80
     ),

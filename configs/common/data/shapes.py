@@ -5,12 +5,12 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.evaluation import COCOEvaluator
 from omegaconf import OmegaConf
 
-from detr_core.data import SHAPES_CLASSES, DETRDatasetMapper, shapes_test_augmentation, shapes_train_augmentation
+from detr_core.data import detection_dataset_dicts, SHAPES_CLASSES, DETRDatasetMapper, shapes_test_augmentation, shapes_train_augmentation
 
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="shapes_train", filter_empty=False),
+    dataset=L(detection_dataset_dicts)(names="shapes_train", filter_empty=False),
     mapper=L(DETRDatasetMapper)(
         is_train=True,
         augmentations=L(shapes_train_augmentation)(),
