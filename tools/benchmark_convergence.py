@@ -7,6 +7,9 @@
 
 Each variant trains with the same backbone, image size, batch, optimizer and iteration budget (the shared
 scale of configs/common/shapes_scale.py) and is evaluated with COCO AP every ``--eval-period`` iterations.
+As in the papers, every variant starts from the same pretrained backbone (trained at 0.1x the lr): here the
+shapes-pretrained ResNet-18 of tools/pretrain_shapes_backbone.py (made on first use), since ImageNet
+weights cannot be downloaded; the transformer and heads start from each paper's own initialisation.
 Runs live in ``<output>/<variant>/seed<k>/``; an interrupted race resumes: finished runs are skipped and a
 partly finished run continues from its last checkpoint. Writes ``race.csv`` (variant, seed, iteration,
 wall seconds, AP, AP50, AP75, APs, APm, APl), ``race.png`` (AP vs iteration, mean over seeds with the
@@ -35,10 +38,12 @@ VARIANTS = {
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
-def read_run(run_dir: str):
+def read_run(run_dir: str, max_iter: int):
     """(evaluations, mean seconds per iteration) from a run's metrics.json.
 
-    evaluations: [(iteration, {metric: value})], iteration counted as iterations completed."""
+    evaluations: [(iteration, {metric: value})], iteration counted as iterations completed: detectron2
+    records a periodic evaluation at the 0-based index of the last iteration (k - 1 after k iterations)
+    and the final one, after the loop, at ``max_iter``."""
     path = os.path.join(run_dir, "metrics.json")
     evals, times = {}, []
     if not os.path.isfile(path):
@@ -50,7 +55,8 @@ def read_run(run_dir: str):
             except json.JSONDecodeError:  # a line cut by an interruption
                 continue
             if "bbox/AP" in record:
-                evals[record["iteration"]] = {m: record.get(f"bbox/{m}", float("nan")) for m in METRICS}
+                done = record["iteration"] if record["iteration"] >= max_iter else record["iteration"] + 1
+                evals[done] = {m: record.get(f"bbox/{m}", float("nan")) for m in METRICS}
             if "time" in record:
                 times.append(record["time"])
     sec_per_iter = sum(times) / len(times) if times else None
@@ -59,7 +65,7 @@ def read_run(run_dir: str):
 
 def run_variant(name: str, config: str, seed: int, args) -> str:
     run_dir = os.path.join(args.output, name, f"seed{seed}")
-    evals, _ = read_run(run_dir)
+    evals, _ = read_run(run_dir, args.max_iter)
     if evals and evals[-1][0] >= args.max_iter:
         print(f"[{name} seed {seed}] finished earlier, skipping", flush=True)
         return run_dir
@@ -75,6 +81,14 @@ def run_variant(name: str, config: str, seed: int, args) -> str:
         f"train.eval_period={args.eval_period}",
         f"train.checkpointer.period={args.eval_period}",
         f"train.seed={seed}",
+        f"dataloader.train.total_batch_size={args.batch_size}",
+        *(
+            # the file holds res2-res5; single-scale models build only up to res4, hence the allowed mismatch
+            [f"train.init_checkpoint={args.backbone}", "optimizer.params.backbone_lr_factor=0.1",
+             "train.allow_checkpoint_mismatch=True"]
+            if args.backbone
+            else []
+        ),
         f"lr_multiplier.scheduler.milestones=[{int(args.max_iter * 0.8)}]",
         f"lr_multiplier.scheduler.num_updates={args.max_iter}",
         *args.opts,
@@ -90,7 +104,7 @@ def collect(names, seeds, args):
     rows = []
     for name in names:
         for seed in seeds:
-            evals, sec_per_iter = read_run(os.path.join(args.output, name, f"seed{seed}"))
+            evals, sec_per_iter = read_run(os.path.join(args.output, name, f"seed{seed}"), args.max_iter)
             for iteration, metrics in evals:
                 wall = iteration * sec_per_iter if sec_per_iter else float("nan")
                 rows.append({"variant": name, "seed": seed, "iteration": iteration, "wall_s": round(wall, 1), **metrics})
@@ -128,7 +142,7 @@ def summarise(rows, names, seeds, threshold) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, names, path: str) -> None:
+def plot(rows, names, path: str, batch_size: int = 8) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +160,7 @@ def plot(rows, names, path: str) -> None:
         mean = [sum(by_iter[i]) / len(by_iter[i]) for i in its]
         ax.plot(its, mean, marker="o", label=name)
         ax.fill_between(its, [min(by_iter[i]) for i in its], [max(by_iter[i]) for i in its], alpha=0.15)
-    ax.set_xlabel("iteration (batch 8)")
+    ax.set_xlabel(f"iteration (batch {batch_size})")
     ax.set_ylabel("COCO AP on shapes_val")
     ax.set_title("Convergence on shapes (same backbone, scale, batch and budget)")
     ax.grid(alpha=0.3)
@@ -163,12 +177,24 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-period", type=int, default=100, help="evaluate every this many iterations")
     parser.add_argument("--threshold", type=float, default=5.0, help="AP whose first crossing is reported")
     parser.add_argument("--output", default="output/convergence", help="runs, race.csv, race.png, race.md")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per iteration (default 8)")
+    parser.add_argument(
+        "--backbone",
+        default="output/shapes_r18_pretrained.pth",
+        help="backbone checkpoint every variant starts from, trained at 0.1x lr as in the papers; made by "
+        "tools/pretrain_shapes_backbone.py when missing; 'none' trains the backbone from scratch",
+    )
     parser.add_argument("--report-only", action="store_true", help="only collect existing runs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="LazyConfig overrides applied to every run")
     args = parser.parse_args(argv)
     args.output = os.path.abspath(args.output)
     names = [n for n in args.variants if os.path.isfile(os.path.join(ROOT, VARIANTS[n]))]
     start = time.perf_counter()
+    args.backbone = None if args.backbone.lower() == "none" else os.path.abspath(args.backbone)
+    if args.backbone and not args.report_only and not os.path.isfile(args.backbone):
+        print(f"=== pretraining the shared backbone: {args.backbone} ===", flush=True)
+        cmd = [sys.executable, os.path.join(ROOT, "tools/pretrain_shapes_backbone.py"), "--output", args.backbone]
+        subprocess.run(cmd, check=True, cwd=ROOT)
     if not args.report_only:
         total = len(names) * len(args.seeds)
         done = 0
@@ -183,7 +209,7 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=["variant", "seed", "iteration", "wall_s", *METRICS])
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, names, os.path.join(args.output, "race.png"))
+    plot(rows, names, os.path.join(args.output, "race.png"), args.batch_size)
     table = summarise(rows, names, args.seeds, args.threshold)
     with open(os.path.join(args.output, "race.md"), "w") as f:
         f.write(table + "\n")

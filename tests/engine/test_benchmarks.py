@@ -1,0 +1,50 @@
+"""Smoke tests of the benchmark tools on a tiny budget: the files they write hold the expected rows."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = [
+    "model.transformer.num_encoder_layers=1", "model.transformer.num_decoder_layers=1", "model.num_queries=5",
+    "dataloader.train.dataset.names=shapes_val", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+]
+
+
+def test_speed_benchmark_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, "tools/benchmark_speed.py", "--configs", "configs/detr/detr_shapes.py",
+           "configs/dab_detr/dab_detr_shapes.py", "--size", "64", "--batch", "2", "--iters", "1", "--warmup", "0",
+           "--device", "cpu", "--output", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert [os.path.basename(r["config"]) for r in rows] == ["detr_shapes.py", "dab_detr_shapes.py"]
+    for row in rows:
+        assert row["train_step_s"] > 0 and row["infer_per_image_s"] > 0 and row["params_M"] > 0
+        assert row["gflops"] > 0
+    table = (tmp_path / "speed.md").read_text()
+    assert "detr_shapes" in table and "dab_detr_shapes" in table
+
+
+def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
+    out = tmp_path / "race"
+    cmd = [sys.executable, "tools/benchmark_convergence.py", "--variants", "detr", "cond_detr", "--max-iter", "2",
+           "--eval-period", "1", "--batch-size", "2", "--backbone", "none", "--threshold", "0",
+           "--output", str(out), *TINY]
+    first = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    with open(out / "race.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["variant", "seed", "iteration", "wall_s", "AP", "AP50", "AP75", "APs", "APm", "APl"]
+    assert [(r["variant"], r["iteration"]) for r in rows] == [("detr", "1"), ("detr", "2"), ("cond_detr", "1"),
+                                                            ("cond_detr", "2")]
+    assert all(0 <= float(r["AP"]) <= 100 for r in rows)
+    assert Image.open(out / "race.png").format == "PNG"
+    table = (out / "race.md").read_text()
+    assert "| detr |" in table and "| cond_detr |" in table and "iterations to AP 0" in table
+    assert "race finished" in first.stdout
+    again = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.stdout.count("finished earlier, skipping") == 2  # a finished race is not run again
