@@ -48,3 +48,25 @@ def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
     assert "race finished" in first.stdout
     again = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.stdout.count("finished earlier, skipping") == 2  # a finished race is not run again
+
+
+def test_analyze_model_counts_parameters_and_flops(tmp_path):
+    from tools import analyze_model
+
+    row = analyze_model.analyze("configs/detr/detr_shapes.py", 64, 96)
+    assert row["params_M"] > 1 and row["gflops"] > 0 and row["paper_params_M"] is None
+    larger = analyze_model.analyze("configs/detr/detr_shapes.py", 128, 192)
+    assert larger["params_M"] == row["params_M"] and larger["gflops"] > 3 * row["gflops"]  # ~4x the pixels
+    table = analyze_model.markdown([row], 64, 96)
+    assert "detr_shapes.py" in table and "not reported" in table
+
+
+def test_profile_tool_lists_operators_and_writes_a_trace(tmp_path, capsys):
+    from tools import profile_train_step
+
+    trace = tmp_path / "trace.json"
+    profile_train_step.main(["--config-file", "configs/sam_detr/sam_detr_shapes.py", "--size", "64", "--steps", "1",
+                             "--warmup", "0", "--device", "cpu", "--rows", "500", "--trace", str(trace)])
+    out = capsys.readouterr().out
+    assert "torchvision::roi_align" in out and "median train step" in out  # SAM-DETR's RoIAlign is profiled
+    assert json.loads(trace.read_text())["traceEvents"]
