@@ -102,11 +102,11 @@ def attention_grid(model, image: np.ndarray, num_queries: int = 3, class_names: 
     final = boxes_to_pixels(out["pred_boxes"][0], height, width).cpu()
     kind = type(model).__name__
     if "spatial_attn" in out:  # Conditional / DAB-DETR: the spatial term of every layer
-        maps = [(f"layer {i + 1} {'modulated positional' if 'anchors' in out else 'spatial'} attention", m)
-                for i, m in enumerate(out["spatial_attn"])]
-        maps.append(("last layer cross-attention", out["cross_attn"][-1]))
+        term = "modulated pos. attn" if "anchors" in out else "spatial attn"
+        maps = [(f"layer {i + 1}: {term}", m) for i, m in enumerate(out["spatial_attn"])]
+        maps.append(("last layer: cross-attn", out["cross_attn"][-1]))
     else:  # DETR
-        maps = [(f"layer {i + 1} cross-attention", m) for i, m in enumerate(out["cross_attn"])]
+        maps = [(f"layer {i + 1}: cross-attn", m) for i, m in enumerate(out["cross_attn"])]
     anchors = boxes_to_pixels(out["anchors"][:, 0], height, width).cpu() if "anchors" in out else None
     drawn = [final[queries]]
     fig, axes = plt.subplots(len(queries), 1 + len(maps), figsize=(2.3 * (1 + len(maps)), 2.4 * len(queries)),
@@ -125,7 +125,7 @@ def attention_grid(model, image: np.ndarray, num_queries: int = 3, class_names: 
             ax.scatter([x], [y], marker="x", s=40, c="white", linewidths=2)
         for col, (title, layer_maps) in enumerate(maps, start=1):
             heat = map_to_image(layer_maps[0, :, q].mean(0), grid, height, width)
-            _show(axes[row, col], image, title + " (mean over heads)", heat)
+            _show(axes[row, col], image, title, heat)  # mean over heads
             axes[row, col].add_patch(_box_patch(final[q].tolist(), "lime"))
     fig.tight_layout()
     return fig, torch.cat(drawn)
