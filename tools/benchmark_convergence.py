@@ -122,7 +122,7 @@ def iterations_to(rows, name, threshold):
 
 def summarise(rows, names, seeds, threshold) -> str:
     lines = [
-        f"| variant | final AP (mean of {len(seeds)} seed(s)) | min-max | AP50 | iterations to AP {threshold:g} |",
+        f"| variant | final AP, % (mean of {len(seeds)} seed(s)) | min-max | AP50, % | iterations to AP {threshold:g} |",
         "|---|---|---|---|---|",
     ]
     for name in names:
@@ -137,7 +137,7 @@ def summarise(rows, names, seeds, threshold) -> str:
         reach_txt = ", ".join(str(reach.get(s, "not reached")) for s in seeds)
         ap50 = sum(r["AP50"] for r in finals.values()) / len(finals)
         lines.append(
-            f"| {name} | {sum(aps) / len(aps):.1f} | {min(aps):.1f}-{max(aps):.1f} | {ap50:.1f} | {reach_txt} |"
+            f"| {name} | {sum(aps) / len(aps):.3f} | {min(aps):.3f}-{max(aps):.3f} | {ap50:.3f} | {reach_txt} |"
         )
     return "\n".join(lines)
 
