@@ -12,6 +12,7 @@ clipping by global norm (``train.clip_grad``), a lower backbone learning rate (i
 AMP on CUDA, and CPU training when no GPU is present.
 """
 import difflib
+import inspect
 import logging
 import os
 import sys
@@ -148,9 +149,24 @@ def do_train(args, cfg):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def accepts_argument(node, name: str) -> bool:
+    """Whether ``node`` is a LazyCall whose target takes an argument ``name`` (or ``**kwargs``)."""
+    if not OmegaConf.is_dict(node) or "_target_" not in node:
+        return False
+    target = node._target_
+    target = locate(target) if isinstance(target, str) else target
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: trust the user
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def check_override_keys(cfg, overrides, config_file: str) -> list:
     """Reject ``key=value`` overrides whose key the config does not have (LazyConfig would silently add
-    them, so a typo like ``train.max_iters=10`` would be ignored). ``+key=value`` adds a new key on purpose.
+    them, so a typo like ``train.max_iters=10`` would be ignored). Arguments of a LazyCall's target that the
+    config does not set (e.g. ``dataloader.train.aspect_ratio_grouping``) are accepted; ``+key=value`` adds
+    any new key on purpose.
 
     Returns:
         the overrides with the ``+`` markers removed.
@@ -165,6 +181,9 @@ def check_override_keys(cfg, overrides, config_file: str) -> list:
         if OmegaConf.select(cfg, key, default=missing) is missing:
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+            if accepts_argument(node, leaf):  # an argument of a LazyCall's target that the config leaves default
+                checked.append(override)
+                continue
             siblings = list(node.keys()) if OmegaConf.is_dict(node) else []
             close = difflib.get_close_matches(leaf, siblings, n=3)
             hint = f"; did you mean {', '.join(f'{parent}.{c}' if parent else c for c in close)}?" if close else ""

@@ -111,6 +111,11 @@ def test_unknown_override_key_is_named_with_suggestions():
         train_net.setup(parse("model.transformer.nheads=2"))
     cfg = train_net.setup(parse("+train.my_note=hello", "train.max_iter=7"))  # "+" adds a key on purpose
     assert cfg.train.my_note == "hello" and cfg.train.max_iter == 7
+    # an argument of a LazyCall's target that the config leaves at its default is a valid key
+    cfg = train_net.setup(parse("dataloader.train.aspect_ratio_grouping=False"))
+    assert cfg.dataloader.train.aspect_ratio_grouping is False
+    with pytest.raises(KeyError, match="no key 'dataloader.train.aspect_ratio_groupin'"):
+        train_net.setup(parse("dataloader.train.aspect_ratio_groupin=False"))
 
 
 def test_num_classes_smaller_than_the_dataset_is_named():
