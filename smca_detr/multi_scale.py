@@ -36,9 +36,9 @@ from torch import nn
 
 from detr_core.attention import MultiheadAttention, multi_head_attention, padding_bias
 from detr_core.spatial_prior import feature_grid
-from detr_core.transformer import TransformerEncoderLayer, xavier_init_
+from detr_core.transformer import TransformerEncoderLayer
 
-from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder
+from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder, init_smca_transformer_
 
 __all__ = [
     "ENCODER_LAYER_TYPES",
@@ -303,9 +303,7 @@ class MultiScaleSMCATransformer(nn.Module):
             per_level_offsets=per_level_offsets,
             per_level_scales=per_level_scales,
         )
-        xavier_init_(self)
-        for layer in self.decoder.layers:
-            layer.reset_scale_parameters()
+        init_smca_transformer_(self)
 
     def forward(
         self,
@@ -339,7 +337,6 @@ class MultiScaleSMCATransformer(nn.Module):
         grid = torch.cat(
             [feature_grid(*m.shape[-2:], device=src.device) * (s / ref_stride) for m, s in zip(masks, strides)]
         )
-        image_cells = (image_wh / ref_stride).unsqueeze(1)
-        query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        return self.decoder(tgt, memory, pos, query_pos, attn_bias, grid, image_cells, level_sizes, need_weights)
+        return self.decoder.decode_queries(
+            memory, pos, query_pos, attn_bias, grid, image_wh, ref_stride, level_sizes, need_weights
+        )

@@ -252,6 +252,23 @@ class SMCADecoder(nn.Module):
                 maps.setdefault(key, []).append(value)
         return torch.stack(intermediate), ref_logit, maps
 
+    def decode_queries(self, memory, pos, query_embed, attn_bias, grid, image_wh, stride, level_sizes=None,
+                       need_weights=False):
+        """Run the decoder from the learned queries: zero content, ``query_embed`` (Q, C) as positions for
+        every image, and the unpadded image size ``image_wh`` (B, 2) in cells of the reference ``stride``."""
+        image_cells = (image_wh / stride).unsqueeze(1)  # (B, 1, 2) (w, h) / stride
+        query_pos = query_embed.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        tgt = torch.zeros_like(query_pos)
+        return self(tgt, memory, pos, query_pos, attn_bias, grid, image_cells, level_sizes, need_weights)
+
+
+def init_smca_transformer_(transformer: nn.Module) -> None:
+    """Xavier-uniform on every matrix of ``transformer`` (official ``_reset_parameters``), then SMCA's own
+    initialisation of the scale heads of each decoder layer."""
+    xavier_init_(transformer)
+    for layer in transformer.decoder.layers:
+        layer.reset_scale_parameters()
+
 
 def build_smca_decoder(
     d_model: int,
@@ -318,9 +335,7 @@ class SMCATransformer(nn.Module):
             d_model, nhead, num_decoder_layers, dim_feedforward, dropout, activation, dynamic_scale, smooth,
             center_mlp_layers,
         )
-        xavier_init_(self)
-        for layer in self.decoder.layers:
-            layer.reset_scale_parameters()
+        init_smca_transformer_(self)
 
     def forward(
         self,
@@ -350,7 +365,4 @@ class SMCATransformer(nn.Module):
         attn_bias = padding_bias(mask.flatten(1))
         memory = self.encoder(src, pos, attn_bias)
         grid = feature_grid(height, width, device=src.device)
-        image_cells = (image_wh / stride).unsqueeze(1)  # (B, 1, 2) (w, h) / stride
-        query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        return self.decoder(tgt, memory, pos, query_pos, attn_bias, grid, image_cells, None, need_weights)
+        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grid, image_wh, stride, None, need_weights)
