@@ -46,6 +46,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "SHAPES_CLASSES",
     "SHAPES_DEFAULT_SPLITS",
+    "SHAPES_EASY_SCENE",
     "ensure_shapes",
     "ensure_shapes_split",
     "generate_shapes",
@@ -68,6 +69,11 @@ SHAPES_DEFAULT_SPLITS = {
     "train": (2000, 160, 0),
     "val": (200, 160, 0),
 }
+
+#: Scene options of ``shapes_easy_train`` / ``shapes_easy_val`` (same images counts, size and seeds as the
+#: default splits): at most 3 objects of 20-100 px and no clutter. Detectors leave the early plateau within
+#: a CPU budget there, which the convergence race (tools/benchmark_convergence.py) needs.
+SHAPES_EASY_SCENE = {"max_objects": 3, "min_object_fraction": 20.0 / 160.0, "clutter": False}
 
 # Scene parameters (image sizes are given relative to the default 160 px image).
 _MIN_OBJECT_FRACTION = 6.0 / 160.0  # smallest object extent, relative to the image side
@@ -279,13 +285,21 @@ def render_shape(
 
 
 def render_scene(
-    rng: np.random.Generator, image_size: int = 160
+    rng: np.random.Generator,
+    image_size: int = 160,
+    *,
+    max_objects: int = _MAX_OBJECTS,
+    min_object_fraction: float = _MIN_OBJECT_FRACTION,
+    clutter: bool = True,
 ) -> tuple[np.ndarray, list[dict], int]:
     """Draw one random scene.
 
     Args:
         rng: the generator all randomness is drawn from.
         image_size: side of the square image in pixels.
+        max_objects: at most this many objects (1..max_objects, or none in 3 % of the images).
+        min_object_fraction: smallest object extent relative to the image side (largest: 100/160).
+        clutter: draw the unlabelled lines and zig-zags.
 
     Returns:
         (image, objects, num_dropped): (H, W, 3) uint8 image; one dict per annotated object with
@@ -297,8 +311,14 @@ def render_scene(
     background = _background(rng, size)
     image = background.copy()
 
-    num_objects = 0 if rng.uniform() < _P_EMPTY_IMAGE else int(rng.integers(1, _MAX_OBJECTS + 1))
-    min_extent = max(_MIN_OBJECT_PIXELS, _MIN_OBJECT_FRACTION * size)
+    if not (isinstance(max_objects, (int, np.integer)) and max_objects >= 1):
+        raise ValueError(f"render_scene: max_objects must be an integer >= 1, got {max_objects!r}")
+    if not 0.0 < min_object_fraction <= _MAX_OBJECT_FRACTION:
+        raise ValueError(
+            f"render_scene: min_object_fraction must be in (0, {_MAX_OBJECT_FRACTION}], got {min_object_fraction!r}"
+        )
+    num_objects = 0 if rng.uniform() < _P_EMPTY_IMAGE else int(rng.integers(1, max_objects + 1))
+    min_extent = max(_MIN_OBJECT_PIXELS, min_object_fraction * size)
     max_extent = max(min_extent, _MAX_OBJECT_FRACTION * size)
 
     drawn = []  # (category_id, mask, colour)
@@ -332,17 +352,16 @@ def render_scene(
         drawn.append((label + 1, mask, colour))
 
     # Clutter: most of it under the objects, some over them.
-    clutter = Image.fromarray(np.round(image).astype(np.uint8))
-    draw = ImageDraw.Draw(clutter)
-    n_clutter = int(rng.integers(0, 7))
+    canvas = Image.fromarray(np.round(image).astype(np.uint8))
+    n_clutter = int(rng.integers(0, 7)) if clutter else 0
     n_under = int(rng.integers(0, n_clutter + 1))
-    _draw_clutter(draw, rng, size, n_under)
-    image = np.asarray(clutter, dtype=np.float32).copy()
+    _draw_clutter(ImageDraw.Draw(canvas), rng, size, n_under)
+    image = np.asarray(canvas, dtype=np.float32).copy()
     for _, mask, colour in drawn:
         image[mask] = colour
-    clutter = Image.fromarray(np.round(image).astype(np.uint8))
-    _draw_clutter(ImageDraw.Draw(clutter), rng, size, n_clutter - n_under)
-    image = np.asarray(clutter, dtype=np.float32)
+    canvas = Image.fromarray(np.round(image).astype(np.uint8))
+    _draw_clutter(ImageDraw.Draw(canvas), rng, size, n_clutter - n_under)
+    image = np.asarray(canvas, dtype=np.float32)
 
     noise_sigma = rng.uniform(0, 4)
     image = image + rng.normal(0, noise_sigma, size=image.shape).astype(np.float32)
@@ -377,8 +396,8 @@ def _split_paths(root: str, split: str) -> tuple[str, str]:
     return os.path.join(base, "annotations", f"instances_{split}.json"), os.path.join(base, split)
 
 
-def _params(split: str, num_images: int, image_size: int, seed: int) -> dict:
-    return {
+def _params(split: str, num_images: int, image_size: int, seed: int, scene: dict | None = None) -> dict:
+    params = {
         "generator_version": GENERATOR_VERSION,
         "split": split,
         "num_images": int(num_images),
@@ -386,6 +405,9 @@ def _params(split: str, num_images: int, image_size: int, seed: int) -> dict:
         "seed": int(seed),
         "classes": list(SHAPES_CLASSES),
     }
+    if scene:  # recorded only when set, so the default splits keep their parameters (and files)
+        params["scene"] = dict(sorted(scene.items()))
+    return params
 
 
 def _is_current(json_path: str, image_root: str, params: dict) -> bool:
@@ -414,7 +436,7 @@ def _write_atomic(path: str, write) -> None:
 
 
 def generate_shapes(
-    root: str, split: str, num_images: int, image_size: int = 160, seed: int = 0
+    root: str, split: str, num_images: int, image_size: int = 160, seed: int = 0, scene: dict | None = None
 ) -> str:
     """Generate one split (always; see :func:`ensure_shapes_split` to skip an up-to-date one).
 
@@ -428,6 +450,7 @@ def generate_shapes(
         num_images: number of images.
         image_size: side of the square images in pixels.
         seed: random seed.
+        scene: keyword options of :func:`render_scene` (e.g. :data:`SHAPES_EASY_SCENE`).
 
     Returns:
         Path of the COCO json, which is written last (atomically).
@@ -435,14 +458,14 @@ def generate_shapes(
     json_path, image_root = _split_paths(root, split)
     os.makedirs(image_root, exist_ok=True)
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
-    params = _params(split, num_images, image_size, seed)
+    params = _params(split, num_images, image_size, seed, scene)
     split_key = zlib.crc32(split.encode("utf-8"))
 
     images, annotations = [], []
     file_names = set()
     for i in range(int(num_images)):
         rng = np.random.default_rng([int(seed), split_key, i])
-        pixels, objects, _ = render_scene(rng, image_size)
+        pixels, objects, _ = render_scene(rng, image_size, **(scene or {}))
         file_name = f"{i:06d}.png"
         file_names.add(file_name)
         _write_atomic(
@@ -506,7 +529,7 @@ def _default_root(root: str | None) -> str:
 
 
 def ensure_shapes_split(
-    root: str | None, split: str, num_images: int, image_size: int = 160, seed: int = 0
+    root: str | None, split: str, num_images: int, image_size: int = 160, seed: int = 0, scene: dict | None = None
 ) -> tuple[str, str]:
     """Generate a split unless an up-to-date, complete copy already exists.
 
@@ -519,8 +542,8 @@ def ensure_shapes_split(
     """
     root = _default_root(root)
     json_path, image_root = _split_paths(root, split)
-    if not _is_current(json_path, image_root, _params(split, num_images, image_size, seed)):
-        generate_shapes(root, split, num_images, image_size, seed)
+    if not _is_current(json_path, image_root, _params(split, num_images, image_size, seed, scene)):
+        generate_shapes(root, split, num_images, image_size, seed, scene)
     return json_path, image_root
 
 
@@ -543,14 +566,14 @@ def ensure_shapes(root: str | None = None) -> dict[str, tuple[str, str]]:
 # detectron2 registration
 # --------------------------------------------------------------------------------------------
 def _register(
-    name: str, root: str | None, split: str, num_images: int, image_size: int, seed: int
+    name: str, root: str | None, split: str, num_images: int, image_size: int, seed: int, scene: dict | None = None
 ) -> None:
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets import load_coco_json
 
     root = _default_root(root)
     json_path, image_root = _split_paths(root, split)
-    spec = _params(split, num_images, image_size, seed)
+    spec = _params(split, num_images, image_size, seed, scene)
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         if meta.get("json_file") == json_path and meta.get("shapes_params") == spec:
@@ -560,7 +583,7 @@ def _register(
         MetadataCatalog.remove(name)
 
     def load():
-        ensure_shapes_split(root, split, num_images, image_size, seed)
+        ensure_shapes_split(root, split, num_images, image_size, seed, scene)
         return load_coco_json(json_path, image_root, name, extra_annotation_keys=["id"])
 
     DatasetCatalog.register(name, load)
@@ -575,7 +598,8 @@ def _register(
 
 
 def register_shapes(root: str | None = None, generate_now: bool = False) -> None:
-    """Register ``shapes_train`` and ``shapes_val`` (idempotent).
+    """Register ``shapes_train`` and ``shapes_val``, and their easier siblings ``shapes_easy_train`` and
+    ``shapes_easy_val`` (:data:`SHAPES_EASY_SCENE`; always generated on first use); idempotent.
 
     The splits are generated on first ``DatasetCatalog.get``. ``COCOEvaluator`` needs the json at
     construction: build it after the data loader, call :func:`ensure_shapes`, or pass
@@ -588,6 +612,7 @@ def register_shapes(root: str | None = None, generate_now: bool = False) -> None
     """
     for split, (n, size, seed) in SHAPES_DEFAULT_SPLITS.items():
         _register(f"shapes_{split}", root, split, n, size, seed)
+        _register(f"shapes_easy_{split}", root, f"easy_{split}", n, size, seed, SHAPES_EASY_SCENE)
     if generate_now:
         ensure_shapes(root)
 
@@ -599,12 +624,13 @@ def register_shapes_variant(
     image_size: int = 64,
     seed: int = 0,
     generate_now: bool = False,
+    scene: dict | None = None,
 ) -> None:
     """Register a custom-size shapes dataset ``name`` (e.g. a tiny one for tests); idempotent.
 
-    Its files go to ``<root>/shapes/<name>/`` and
-    ``<root>/shapes/annotations/instances_<name>.json``.
+    Its files go to ``<root>/shapes/<name>/`` and ``<root>/shapes/annotations/instances_<name>.json``;
+    ``scene`` holds keyword options of :func:`render_scene` (e.g. :data:`SHAPES_EASY_SCENE`).
     """
-    _register(name, root, name, num_images, image_size, seed)
+    _register(name, root, name, num_images, image_size, seed, scene)
     if generate_now:
-        ensure_shapes_split(root, name, num_images, image_size, seed)
+        ensure_shapes_split(root, name, num_images, image_size, seed, scene)

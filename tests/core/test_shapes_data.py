@@ -10,6 +10,7 @@ from PIL import Image
 from detr_core.data import shapes
 from detr_core.data.shapes import (
     SHAPES_CLASSES,
+    SHAPES_EASY_SCENE,
     ensure_shapes_split,
     generate_shapes,
     register_shapes,
@@ -105,6 +106,57 @@ def test_scene_occlusion_rule():
     assert all(o["visible_fraction"] >= 0.3 for o in kept)
     assert any(o["visible_fraction"] < 0.99 for o in kept)  # partial occlusion does occur
     assert dropped > 0  # and mostly-hidden objects lose their annotation
+
+
+def test_scene_options_bound_objects_and_clutter():
+    """max_objects and min_object_fraction bound every scene; clutter=False draws nothing unlabelled."""
+    extents, counts = [], []
+    for i in range(40):
+        _, objects, dropped = render_scene(np.random.default_rng([5, i]), 160, **SHAPES_EASY_SCENE)
+        counts.append(len(objects) + dropped)
+        extents += [max(o["bbox"][2], o["bbox"][3]) for o in objects]
+    assert max(counts) <= 3 and 3 in counts
+    # the extent is drawn >= 20 px before rotation/stretching; the box's longer side stays >= ~20/sqrt(2)
+    assert min(extents) >= 20.0 / np.sqrt(2) - 1
+    # default options: up to 8 objects and objects far smaller
+    default = [render_scene(np.random.default_rng([5, i]), 160)[1] for i in range(40)]
+    assert max(len(o) for o in default) > 3
+    assert min(max(o["bbox"][2], o["bbox"][3]) for objs in default for o in objs) < 14
+
+    # no object, no clutter: the image is the background plus pixel noise (no thin lines)
+    with_clutter = without = 0
+    for i in range(30):
+        rng_args = [9, i]
+        a, objs_a, _ = render_scene(np.random.default_rng(rng_args), 64, max_objects=1, clutter=False)
+        b, objs_b, _ = render_scene(np.random.default_rng(rng_args), 64, max_objects=1, clutter=True)
+        assert objs_a == objs_b  # clutter does not change what is annotated
+        with_clutter += int(np.abs(a.astype(int) - b.astype(int)).max() > 40)
+        without += 1
+    assert with_clutter > without // 3  # clutter visibly changes pixels in most scenes
+
+
+@pytest.mark.parametrize("bad", [{"max_objects": 0}, {"max_objects": 2.5}, {"min_object_fraction": 0.0},
+                                 {"min_object_fraction": 0.9}])
+def test_scene_options_reject_bad_values(bad):
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=key):
+        render_scene(np.random.default_rng(0), 64, **bad)
+
+
+def test_scene_options_are_part_of_the_split_parameters(tmp_path):
+    """Default splits keep their recorded parameters; a scene option regenerates and is recorded."""
+    root = str(tmp_path)
+    json_path, _ = ensure_shapes_split(root, "s", 6, 64, 0)
+    assert "scene" not in _load(json_path)["info"]["shapes_params"]
+    default_files = _load(json_path)["annotations"]
+    json_path, image_root = ensure_shapes_split(root, "s", 6, 64, 0, SHAPES_EASY_SCENE)
+    params = _load(json_path)["info"]["shapes_params"]
+    assert params["scene"] == dict(sorted(SHAPES_EASY_SCENE.items()))
+    per_image = {}
+    for a in _load(json_path)["annotations"]:
+        per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
+    assert max(per_image.values()) <= 3
+    assert _load(json_path)["annotations"] != default_files
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,7 +301,8 @@ def test_register_shapes_is_idempotent_and_lazy(tmp_path, clean_catalog):
     root = str(tmp_path)
     register_shapes(root)
     register_shapes(root)  # again: no error
-    assert {"shapes_train", "shapes_val"} <= set(DatasetCatalog.list())
+    assert {"shapes_train", "shapes_val", "shapes_easy_train", "shapes_easy_val"} <= set(DatasetCatalog.list())
+    assert MetadataCatalog.get("shapes_easy_val").shapes_params["scene"]["max_objects"] == 3
     meta = MetadataCatalog.get("shapes_val")
     assert meta.thing_classes == list(SHAPES_CLASSES) and meta.evaluator_type == "coco"
     assert meta.thing_dataset_id_to_contiguous_id == {k + 1: k for k in range(K)}
