@@ -27,6 +27,33 @@ backbone = L(build_resnet)(depth=18, out_features=(IN_FEATURE,), norm="BN", free
 MAX_ITER = 500
 
 
+def shapes_model(model, **transformer) -> None:
+    """Give ``model`` (a LazyCall of a DETR-family meta-architecture) the shared shapes scale, in place.
+
+    Sets the backbone, classes, queries, position-encoding width and the transformer's width, heads,
+    layers and FFN; ``transformer`` holds variant-specific transformer arguments, which win over the
+    shared ones (``None`` removes a shared one the variant's transformer does not take). The input
+    feature name(s) stay the config's own, since the meta-architectures name that argument differently.
+    """
+    model.backbone = backbone
+    model.num_classes = NUM_CLASSES
+    model.num_queries = NUM_QUERIES
+    model.position_encoding.num_pos_feats = D_MODEL // 2
+    shared = dict(
+        d_model=D_MODEL,
+        nhead=NHEAD,
+        num_encoder_layers=ENC_LAYERS,
+        num_decoder_layers=DEC_LAYERS,
+        dim_feedforward=DIM_FEEDFORWARD,
+    )
+    shared.update(transformer)
+    for key, value in shared.items():
+        if value is None:
+            model.transformer.pop(key, None)
+        else:
+            model.transformer[key] = value
+
+
 def shapes_training(train, optimizer):
     """Apply the shared shapes training recipe in place; returns the ``lr_multiplier``.
 

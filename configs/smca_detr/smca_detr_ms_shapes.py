@@ -10,17 +10,7 @@ layer count (3: intra, multi, intra); the FFN is half the shared width, as the p
 (2048 -> 1024) for its multi-scale model. Centres and offsets are in stride-16 cells (reference level 0),
 the single-scale shapes model's units.
 """
-from ..common.shapes_scale import (
-    DEC_LAYERS,
-    DIM_FEEDFORWARD,
-    D_MODEL,
-    ENC_LAYERS,
-    NHEAD,
-    NUM_CLASSES,
-    NUM_QUERIES,
-    backbone,
-    shapes_training,
-)
+from ..common.shapes_scale import DIM_FEEDFORWARD, ENC_LAYERS, shapes_model, shapes_training
 from ..common.data.shapes import dataloader
 from ..common.models.smca_detr_ms import model
 from ..common.optim import AdamW as optimizer
@@ -28,25 +18,20 @@ from ..common.train import train
 
 MS_FEATURES = ("res4", "res5")
 
-model.backbone = backbone
-model.backbone.out_features = MS_FEATURES
-model.in_features = MS_FEATURES
-model.num_extra_levels = 1  # stride 64: 3x3 stride-2 conv on res5
-model.num_classes = NUM_CLASSES
-model.num_queries = NUM_QUERIES
-model.transformer.update(
-    d_model=D_MODEL,
-    nhead=NHEAD,
+shapes_model(
+    model,
     # 2-1-2 scaled to the shared ENC_LAYERS (3): intra, multi, intra
     encoder_layer_types=("intra",) * ((ENC_LAYERS - 1) // 2)
     + ("multi",)
     + ("intra",) * (ENC_LAYERS - 1 - (ENC_LAYERS - 1) // 2),
-    num_decoder_layers=DEC_LAYERS,
+    num_encoder_layers=None,  # the layer types give the depth
     dim_feedforward=DIM_FEEDFORWARD // 2,
     num_levels=len(MS_FEATURES) + 1,
     reference_level=0,
 )
-model.position_encoding.num_pos_feats = D_MODEL // 2
+model.backbone.out_features = MS_FEATURES
+model.in_features = MS_FEATURES
+model.num_extra_levels = 1  # stride 64: 3x3 stride-2 conv on res5
 
 lr_multiplier = shapes_training(train, optimizer)
 train.output_dir = "output/smca_detr_ms_shapes"
