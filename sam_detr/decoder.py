@@ -17,7 +17,7 @@ from torch import nn
 
 from detr_core.attention import ConditionalSelfAttention, ProjectedAttention, padding_bias
 from detr_core.position_encoding import sine_embedding
-from detr_core.spatial_prior import feature_grid, gaussian_log_prior
+from detr_core.spatial_prior import FeatureGrid, feature_grid, gaussian_log_prior
 from detr_core.transformer import (
     MLP,
     TransformerEncoder,
@@ -138,7 +138,7 @@ class SAMDecoderLayer(nn.Module):
         pos: torch.Tensor,
         valid_ratio: torch.Tensor,
         attn_bias: torch.Tensor,
-        grid: Optional[torch.Tensor] = None,
+        grid: Optional[FeatureGrid] = None,
         need_weights: bool = False,
     ):
         """
@@ -147,7 +147,7 @@ class SAMDecoderLayer(nn.Module):
             ref_boxes: (B, N, 4) reference boxes, cxcywh in [0, 1] of the unpadded image.
             memory, pos: (B, HW, d) encoder memory and its position encoding; memory_2d (B, d, H, W).
             valid_ratio: (B, 4); attn_bias: (B, 1, 1, HW) padding bias.
-            grid: (HW, 2) cell centres (x + ½, y + ½), needed with SMCA.
+            grid: the memory's cell centres (x + ½, y + ½) as a :class:`FeatureGrid`, needed with SMCA.
         Returns:
             (B, N, d) output and a dict with ``points`` (B, N, M, 2) and, with ``need_weights``,
             ``cross_attn`` (B, M, N, HW).

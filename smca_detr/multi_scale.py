@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detr_core.attention import MultiheadAttention, multi_head_attention, padding_bias
-from detr_core.spatial_prior import feature_grid
+from detr_core.spatial_prior import FeatureGrid, feature_grid
 from detr_core.transformer import TransformerEncoderLayer
 
 from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder, init_smca_transformer_
@@ -213,14 +213,13 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
         pos: torch.Tensor,
         query_pos: torch.Tensor,
         attn_bias: Optional[torch.Tensor],
-        grid: torch.Tensor,
+        grids: Sequence[FeatureGrid],
         image_cells: torch.Tensor,
         reference: Optional[torch.Tensor] = None,
-        level_sizes: Optional[Sequence[int]] = None,
         need_weights: bool = False,
     ):
-        """As :meth:`SMCADecoderLayer.forward`, with ``memory``/``pos``/``grid`` holding all levels'
-        keys concatenated (``level_sizes`` each) and ``grid``/``image_cells`` in reference-level cells.
+        """As :meth:`SMCADecoderLayer.forward`, with ``memory``/``pos`` holding all levels' keys
+        concatenated, one grid per level, and ``grids``/``image_cells`` in reference-level cells.
         With ``need_weights`` the maps also hold ``scale_weights`` (B, Q, L)."""
         out = self.norm4(tgt + query_pos)
         offsets = self.head_offsets(out)
@@ -229,8 +228,9 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
         reference, ref_logit = self.reference_centers(out, image_cells, reference)
         centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
         scales = self.head_scales(out)
-        log_prior = self.spatial_prior(centers, scales, grid, level_sizes)
+        log_prior = self.spatial_prior(centers, scales, grids)
         bias = log_prior if attn_bias is None else log_prior + attn_bias
+        level_sizes = [grid.numel for grid in grids]
         attn, weights = self.multihead_attn(
             tgt + query_pos, memory + pos, memory, bias, scale_weights, level_sizes, need_weights
         )
@@ -334,9 +334,5 @@ class MultiScaleSMCATransformer(nn.Module):
         memory = self.encoder(src, pos, attn_bias, level_sizes)
 
         ref_stride = strides[self.reference_level]
-        grid = torch.cat(
-            [feature_grid(*m.shape[-2:], device=src.device) * (s / ref_stride) for m, s in zip(masks, strides)]
-        )
-        return self.decoder.decode_queries(
-            memory, pos, query_pos, attn_bias, grid, image_wh, ref_stride, level_sizes, need_weights
-        )
+        grids = [feature_grid(*m.shape[-2:], device=src.device).scaled(s / ref_stride) for m, s in zip(masks, strides)]
+        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, ref_stride, need_weights)

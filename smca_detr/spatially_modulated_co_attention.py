@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from detr_core.attention import padding_bias
-from detr_core.spatial_prior import feature_grid, gaussian_log_prior
+from detr_core.spatial_prior import FeatureGrid, axis_square_distances, feature_grid, gaussian_log_prior
 from detr_core.transformer import (
     MLP,
     DETRDecoderLayer,
@@ -53,14 +53,14 @@ __all__ = [
 SCALE_OUTPUTS = {"type1": 0, "type2": 1, "type3": 2, "type4": 3}
 
 
-def smca_log_prior(centers: torch.Tensor, scales: Optional[torch.Tensor], grid: torch.Tensor, beta: float) -> torch.Tensor:
+def smca_log_prior(centers: torch.Tensor, scales: Optional[torch.Tensor], grid: FeatureGrid, beta: float) -> torch.Tensor:
     """log G of every head, query and position for any ``dynamic_scale`` mode.
 
     Args:
         centers: (B, Q, M, 2) per-head centres (x, y) in grid units.
         scales: (B, Q, M, K) raw scales with K = 1 (type2: one s for both axes), 2 (type3: s_x, s_y) or
             3 (type4: s_x, s_y, s_xy); None for type1 (s = 1).
-        grid: (HW, 2) (x, y) coordinates of the keys, from :func:`feature_grid`.
+        grid: the keys' coordinates, from :func:`feature_grid`.
         beta: β.
 
     Returns:
@@ -73,8 +73,8 @@ def smca_log_prior(centers: torch.Tensor, scales: Optional[torch.Tensor], grid: 
     prior = gaussian_log_prior(centers, scales[..., :2], grid, beta)
     if scales.shape[-1] == 3:
         # type4: + s_xy² (x - c_x)² (y - c_y)², the code's product of the two squared distances.
-        sq = (grid - centers.permute(0, 2, 1, 3).unsqueeze(-2)).square()  # (B, M, Q, HW, 2)
-        cross = sq.prod(-1) * scales[..., 2].square().transpose(1, 2).unsqueeze(-1)
+        dx, dy = axis_square_distances(centers, grid)
+        cross = (dx * dy).flatten(-2) * scales[..., 2].square().transpose(1, 2).unsqueeze(-1)
         prior = prior - cross / beta
     return prior
 
@@ -141,24 +141,22 @@ class SMCADecoderLayer(DETRDecoderLayer):
         return self.point3(out).unflatten(-1, (self.num_scale_sets, self.nhead, -1))
 
     def spatial_prior(
-        self, centers: torch.Tensor, scales: Optional[torch.Tensor], grid: torch.Tensor, level_sizes: Sequence[int]
+        self, centers: torch.Tensor, scales: Optional[torch.Tensor], grids: Sequence[FeatureGrid]
     ) -> torch.Tensor:
         """(B, M, Q, ΣHW) log-prior over the keys of every level (one level in single-scale SMCA).
 
         ``centers`` (B, Q, S, M, 2) and ``scales`` (B, Q, S', M, K): S, S' = 1 (shared by all levels) or the
-        number of levels (set ``l`` is used on level ``l``). ``grid`` (ΣHW, 2) holds every level's key
-        coordinates in the same units as the centres. Computed in float32 (safe under autocast).
+        number of levels (set ``l`` is used on level ``l``). ``grids`` holds every level's key coordinates
+        in the same units as the centres. Computed in float32 (safe under autocast).
         """
         centers = centers.float()
         scales = None if scales is None else scales.float()
-        if centers.shape[2] == 1 and (scales is None or scales.shape[2] == 1):
-            return smca_log_prior(centers[:, :, 0], None if scales is None else scales[:, :, 0], grid, self.smooth)
         priors = []
-        for level, level_grid in enumerate(grid.split(list(level_sizes))):
+        for level, grid in enumerate(grids):
             c = centers[:, :, level if centers.shape[2] > 1 else 0]
             s = None if scales is None else scales[:, :, level if scales.shape[2] > 1 else 0]
-            priors.append(smca_log_prior(c, s, level_grid, self.smooth))
-        return torch.cat(priors, dim=-1)
+            priors.append(smca_log_prior(c, s, grid, self.smooth))
+        return priors[0] if len(priors) == 1 else torch.cat(priors, dim=-1)
 
     def reference_centers(
         self, out: torch.Tensor, image_cells: torch.Tensor, reference: Optional[torch.Tensor]
@@ -180,10 +178,9 @@ class SMCADecoderLayer(DETRDecoderLayer):
         pos: torch.Tensor,
         query_pos: torch.Tensor,
         attn_bias: Optional[torch.Tensor],
-        grid: torch.Tensor,
+        grids: Sequence[FeatureGrid],
         image_cells: torch.Tensor,
         reference: Optional[torch.Tensor] = None,
-        level_sizes: Optional[Sequence[int]] = None,
         need_weights: bool = False,
     ):
         """
@@ -191,24 +188,22 @@ class SMCADecoderLayer(DETRDecoderLayer):
             tgt, query_pos: (B, Q, C) content and positional queries.
             memory, pos: (B, HW, C) encoder output and key position encoding.
             attn_bias: (B, 1, 1, HW) key padding bias (0 / −inf) or None.
-            grid: (HW, 2) (x, y) integer cell coordinates of the keys.
+            grids: the keys' integer cell coordinates, one :class:`FeatureGrid` per level (single-scale: one).
             image_cells: (B, 1, 2) unpadded image (w, h) in feature cells.
             reference: (B, Q, 2) centre from layer 0 (None for layer 0 itself).
-            level_sizes: key count per level (single-scale: [HW]).
 
         Returns:
             tgt (B, Q, C), reference (B, Q, 2), ref_logit (B, Q, 2) or None, and a dict of maps when
             ``need_weights``: ``cross_attn`` (B, M, Q, HW), ``log_prior`` (B, M, Q, HW), ``head_centers``
             (B, Q, M, 2) and ``head_scales`` (B, Q, M, K) or None.
         """
-        level_sizes = [memory.shape[1]] if level_sizes is None else level_sizes
         out = self.norm4(tgt + query_pos)
         offsets = self.head_offsets(out)
         tgt = self.self_attention(tgt, query_pos)
         reference, ref_logit = self.reference_centers(out, image_cells, reference)
         centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
         scales = self.head_scales(out)
-        log_prior = self.spatial_prior(centers, scales, grid, level_sizes)
+        log_prior = self.spatial_prior(centers, scales, grids)
         bias = log_prior if attn_bias is None else log_prior + attn_bias
         tgt, weights = self.cross_attention(tgt, memory, pos, query_pos, bias, need_weights)
         tgt = self.ffn(tgt)
@@ -237,13 +232,13 @@ class SMCADecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, pos, query_pos, attn_bias, grid, image_cells, level_sizes=None, need_weights=False):
+    def forward(self, tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights=False):
         intermediate: List[torch.Tensor] = []
         maps: Dict[str, list] = {}
         reference = ref_logit = None
         for layer in self.layers:
             tgt, reference, logit, info = layer(
-                tgt, memory, pos, query_pos, attn_bias, grid, image_cells, reference, level_sizes, need_weights
+                tgt, memory, pos, query_pos, attn_bias, grids, image_cells, reference, need_weights
             )
             if ref_logit is None:
                 ref_logit = logit
@@ -252,14 +247,13 @@ class SMCADecoder(nn.Module):
                 maps.setdefault(key, []).append(value)
         return torch.stack(intermediate), ref_logit, maps
 
-    def decode_queries(self, memory, pos, query_embed, attn_bias, grid, image_wh, stride, level_sizes=None,
-                       need_weights=False):
+    def decode_queries(self, memory, pos, query_embed, attn_bias, grids, image_wh, stride, need_weights=False):
         """Run the decoder from the learned queries: zero content, ``query_embed`` (Q, C) as positions for
         every image, and the unpadded image size ``image_wh`` (B, 2) in cells of the reference ``stride``."""
         image_cells = (image_wh / stride).unsqueeze(1)  # (B, 1, 2) (w, h) / stride
         query_pos = query_embed.unsqueeze(0).expand(memory.shape[0], -1, -1)
         tgt = torch.zeros_like(query_pos)
-        return self(tgt, memory, pos, query_pos, attn_bias, grid, image_cells, level_sizes, need_weights)
+        return self(tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights)
 
 
 def init_smca_transformer_(transformer: nn.Module) -> None:
@@ -364,5 +358,5 @@ class SMCATransformer(nn.Module):
         height, width = mask.shape[-2:]
         attn_bias = padding_bias(mask.flatten(1))
         memory = self.encoder(src, pos, attn_bias)
-        grid = feature_grid(height, width, device=src.device)
-        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grid, image_wh, stride, None, need_weights)
+        grids = [feature_grid(height, width, device=src.device)]
+        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, stride, need_weights)

@@ -65,8 +65,9 @@ def test_gaussian_log_prior_hand_checked():
     from detr_core.spatial_prior import feature_grid, gaussian_log_prior
 
     grid = feature_grid(2, 3)  # (x, y): (0,0) (1,0) (2,0) (0,1) (1,1) (2,1)
-    assert grid.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]]
-    assert feature_grid(1, 2, offset=0.5).tolist() == [[0.5, 0.5], [1.5, 0.5]]
+    assert grid.flat().tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]] and grid.numel == 6
+    assert feature_grid(1, 2, offset=0.5).flat().tolist() == [[0.5, 0.5], [1.5, 0.5]]
+    assert feature_grid(2, 3).scaled(2.0).flat()[-1].tolist() == [4.0, 2.0]
     centers = torch.tensor([[[[1.0, 0.0], [2.0, 1.0]]]])  # B=1, Q=1, M=2 heads
     scales = torch.tensor([[[[1.0, 2.0], [0.5, 1.0]]]])
     bias = gaussian_log_prior(centers, scales, grid, beta=8.0)
@@ -76,3 +77,28 @@ def test_gaussian_log_prior_hand_checked():
     assert bias[0, 0, 0, 1].item() == 0.0  # at the centre
     # head 1: centre (2, 1), s = (0.5, 1): cell (0, 0) → -(0.25·4 + 1·1)/8
     assert bias[0, 1, 0, 0].item() == pytest.approx(-2 / 8)
+
+
+def test_separable_gaussian_prior_equals_the_official_flat_formula():
+    """The per-axis evaluation gives bit-identical values to the official (B, M, Q, HW, 2) computation,
+    for SAM-DETR's centred grid and for SMCA's type4 cross term, and the same gradients up to rounding."""
+    from detr_core.spatial_prior import feature_grid, gaussian_log_prior
+    from smca_detr import smca_log_prior
+
+    torch.manual_seed(0)
+    centers = (torch.rand(2, 5, 4, 2) * torch.tensor([7.0, 5.0])).requires_grad_()
+    scales = torch.randn(2, 5, 4, 3).requires_grad_()
+    for offset in (0.0, 0.5):
+        grid = feature_grid(5, 7, offset=offset)
+        flat = grid.flat()  # (35, 2)
+        c = centers.permute(0, 2, 1, 3).unsqueeze(-2)  # (B, M, Q, 1, 2)
+        sq = (flat - c).square()
+        reference = sq.mul(scales[..., :2].permute(0, 2, 1, 3).square().unsqueeze(-2)).sum(-1).div(-8.0)
+        ours = gaussian_log_prior(centers, scales[..., :2], grid, 8.0)
+        assert torch.equal(ours, reference)
+        cross = sq.prod(-1) * scales[..., 2].square().transpose(1, 2).unsqueeze(-1)
+        assert torch.equal(smca_log_prior(centers, scales, grid, 8.0), reference - cross / 8.0)
+        g_ours = torch.autograd.grad(ours.sum(), (centers, scales))
+        g_ref = torch.autograd.grad(reference.sum(), (centers, scales))
+        for a, b in zip(g_ours, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

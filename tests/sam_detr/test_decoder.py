@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from detr_core.spatial_prior import FeatureGrid
 from detr_core.attention import multi_head_attention
 from detr_core.position_encoding import PositionEmbeddingSine
 from sam_detr import SAMDecoderLayer, SharedKeyAttention, valid_ratios
@@ -51,7 +52,7 @@ def test_smca_modulation_is_the_gaussian_around_each_salient_point():
     memory_2d = memory.transpose(1, 2).reshape(2, d, height, width)
     vr = valid_ratios(mask)
     pad = torch.zeros(2, height * width).masked_fill(mask.flatten(1), float("-inf")).view(2, 1, 1, -1)
-    grid = torch.stack(torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")[::-1], -1).view(-1, 2)
+    grid = FeatureGrid(xs=torch.arange(width) + 0.5, ys=torch.arange(height) + 0.5)  # cell centres
 
     captured = {}
     original = layer.cross_attn.forward
