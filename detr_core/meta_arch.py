@@ -21,7 +21,11 @@ def image_sizes_tensor(image_sizes, device) -> torch.Tensor:
     """(B, 2) long tensor of (h, w) from ``ImageList.image_sizes``, which hold 0-d tensors while tracing."""
     if torch.jit.is_tracing() or any(isinstance(v, torch.Tensor) for size in image_sizes for v in size):
         return torch.stack([torch.stack([torch.as_tensor(v) for v in size]) for size in image_sizes]).to(device)
-    return torch.as_tensor(image_sizes, device=device)
+    sizes = torch.as_tensor(image_sizes)
+    if torch.device(device).type == "cuda":
+        # from pinned memory the copy is asynchronous: the host does not wait for the queued backbone
+        return sizes.pin_memory().to(device, non_blocking=True)
+    return sizes.to(device)
 
 
 class DETRMetaArch(nn.Module):
