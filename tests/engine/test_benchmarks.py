@@ -33,7 +33,7 @@ def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
     out = tmp_path / "race"
     cmd = [sys.executable, "tools/benchmark_convergence.py", "--variants", "detr", "cond_detr", "--max-iter", "2",
-           "--eval-period", "1", "--batch-size", "2", "--backbone", "none", "--threshold", "0",
+           "--eval-period", "1", "--batch-size", "2", "--backbone", "none", "--threshold", "0", "--dataset", "full",
            "--output", str(out), *TINY]
     first = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
     with open(out / "race.csv") as f:
@@ -48,6 +48,14 @@ def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
     assert "race finished" in first.stdout
     again = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.stdout.count("finished earlier, skipping") == 2  # a finished race is not run again
+
+    # another budget in the same folder would resume runs of another race: refused, naming what differs
+    other = list(cmd)
+    other[other.index("--max-iter") + 1] = "3"
+    refused = subprocess.run(other, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "max_iter: 2 there, 3 now" in refused.stderr and "--output" in refused.stderr
+    assert json.loads((out / "race_settings.json").read_text())["max_iter"] == 2  # the record is kept
 
 
 def test_analyze_model_counts_parameters_and_flops(tmp_path):
