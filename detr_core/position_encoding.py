@@ -87,5 +87,6 @@ def sine_embedding(
     dim_t = _frequencies(num_feats, temperature, coords.device)
     angles = (coords * scale)[..., None] / dim_t  # (..., K, F)
     embed = _interleave_sin_cos(angles)
-    order = [1, 0] + list(range(2, coords.shape[-1]))
-    return embed[..., order, :].flatten(-2)
+    # (x, y[, w, h]) -> (y, x[, w, h]) with slices: indexing with a list would copy an index tensor to the
+    # device (a host-device sync) at every call
+    return torch.cat((embed[..., 1:2, :], embed[..., 0:1, :], embed[..., 2:, :]), dim=-2).flatten(-2)
