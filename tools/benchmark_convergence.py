@@ -20,7 +20,8 @@ alike). ``--dataset full --train-backbone`` is the papers' setting for a longer 
 Runs live in ``<output>/<variant>/seed<k>/``; an interrupted race resumes: finished runs are skipped and a
 partly finished run continues from its last checkpoint. Writes ``race.csv`` (variant, seed, iteration,
 wall seconds, AP, AP50, AP75, APs, APm, APl), ``race.png`` (AP vs iteration, mean over seeds with the
-min-max band) and ``race.md`` (final AP and iterations to reach ``--threshold`` AP per variant).
+min-max band) and ``race.md`` (final AP and iterations to reach ``--threshold`` AP per variant, AP at every
+evaluation, and how many times the iterations of SAM-DETR w/ SMCA vanilla DETR needs to reach the threshold).
 """
 import argparse
 import csv
@@ -188,6 +189,37 @@ def summarise(rows, names, seeds, threshold) -> str:
     return "\n".join(lines)
 
 
+def curve_table(rows, names) -> str:
+    """AP (%) of each variant at each evaluation, mean over seeds: the numbers behind the plot."""
+    iterations = sorted({r["iteration"] for r in rows})
+    lines = ["| variant | " + " | ".join(f"AP @{i}" for i in iterations) + " |", "|---|" + "---|" * len(iterations)]
+    for name in names:
+        cells = []
+        for i in iterations:
+            aps = [r["AP"] for r in rows if r["variant"] == name and r["iteration"] == i]
+            cells.append(f"{sum(aps) / len(aps):.3f}" if aps else "")
+        if any(cells):
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def speedup(rows, slow: str, fast: str, seeds, threshold: float, max_iter: int) -> str:
+    """How many times the iterations of ``fast`` that ``slow`` needs to reach ``threshold`` AP, per seed.
+
+    A variant that never reaches it within the budget needs more than ``max_iter``, so the ratio is then
+    a lower bound (written with ">")."""
+    slow_at, fast_at = iterations_to(rows, slow, threshold), iterations_to(rows, fast, threshold)
+    parts = []
+    for seed in seeds:
+        if seed not in fast_at:
+            parts.append(f"seed {seed}: {fast} does not reach it")
+        elif seed in slow_at:
+            parts.append(f"seed {seed}: {slow_at[seed] / fast_at[seed]:.1f}x ({slow_at[seed]} vs {fast_at[seed]})")
+        else:
+            parts.append(f"seed {seed}: >{max_iter / fast_at[seed]:.1f}x ({slow} not within {max_iter} vs {fast_at[seed]})")
+    return f"iterations to AP {threshold:g}, {slow} / {fast}: " + "; ".join(parts)
+
+
 def plot(rows, names, path: str, batch_size: int = 8) -> None:
     import matplotlib
 
@@ -270,9 +302,13 @@ def main(argv=None) -> int:
         writer.writerows(rows)
     plot(rows, names, os.path.join(args.output, "race.png"), args.batch_size)
     table = summarise(rows, names, args.seeds, args.threshold)
+    curves = curve_table(rows, names)
+    report = [table, "", curves]
+    if "detr" in names and "sam_detr_smca" in names:
+        report += ["", speedup(rows, "detr", "sam_detr_smca", args.seeds, args.threshold, args.max_iter)]
     with open(os.path.join(args.output, "race.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+        f.write("\n".join(report) + "\n")
+    print("\n".join(report))
     print(f"race finished in {time.perf_counter() - start:.0f} s; results in {args.output}")
     return 0
 
