@@ -45,6 +45,7 @@ def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
     assert Image.open(out / "race.png").format == "PNG"
     table = (out / "race.md").read_text()
     assert "| detr |" in table and "| cond_detr |" in table and "iterations to AP 0" in table
+    assert "AP >= 0 from then on" in table
     assert "| variant | AP @1 | AP @2 |" in table  # the AP at every evaluation
     assert "race finished" in first.stdout
     again = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -69,10 +70,16 @@ def test_race_report_tables_and_speedup():
             row("sam_detr_smca", 0, 100, 0.5), row("sam_detr_smca", 0, 200, 0.9), row("sam_detr_smca", 1, 100, 0.0),
             row("sam_detr_smca", 1, 200, 0.4)]
     assert race.iterations_to(rows, "sam_detr_smca", 0.3) == {0: 100, 1: 200}
+    spike = [row("detr", 0, 100, 0.0), row("detr", 0, 200, 0.5), row("detr", 0, 300, 0.1), row("detr", 0, 400, 0.6)]
+    assert race.iterations_to(spike, "detr", 0.3) == {0: 200}  # first crossing
+    assert race.iterations_to(spike, "detr", 0.3, held=True) == {0: 400}  # the spike at 200 falls back
+    assert race.iterations_to(spike[:3], "detr", 0.3, held=True) == {}  # ends below: never held
     line = race.speedup(rows, "detr", "sam_detr_smca", [0, 1], 0.1, max_iter=200)
     assert "seed 0: 2.0x (200 vs 100)" in line  # both reach it: an exact ratio
     assert "seed 1: >1.0x (detr not within 200 vs 200)" in line  # DETR never does: a lower bound
     assert "does not reach it" in race.speedup(rows, "detr", "sam_detr_smca", [1], 0.45, max_iter=200)
+    held = race.speedup(rows, "detr", "sam_detr_smca", [0], 0.1, max_iter=200, held=True)
+    assert held.startswith("iterations to AP >= 0.1 from then on") and "seed 0: 2.0x (200 vs 100)" in held
     curves = race.curve_table(rows, ["detr", "sam_detr_smca", "dab_detr"]).splitlines()
     assert curves[0] == "| variant | AP @100 | AP @200 |"
     assert curves[2] == "| detr | 0.000 | 0.100 |" and curves[3] == "| sam_detr_smca | 0.250 | 0.650 |"
