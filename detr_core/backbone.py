@@ -6,7 +6,8 @@ from typing import Sequence
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.config import get_cfg
-from detectron2.modeling.backbone import ResNet, build_resnet_backbone
+from detectron2.modeling.backbone import BasicStem, ResNet, build_resnet_backbone
+from detectron2.modeling.backbone.resnet import BasicBlock
 
 __all__ = ["build_resnet", "torchvision_dc5_", "padding_mask"]
 
@@ -20,6 +21,7 @@ def build_resnet(
     norm: str = "FrozenBN",
     stride_in_1x1: bool = False,
     in_channels: int = 3,
+    width: int = 64,
 ) -> ResNet:
     """Build detectron2's ResNet the way DETR-family recipes use it (the LazyConfig entry point).
 
@@ -31,6 +33,8 @@ def build_resnet(
     The network is made by detectron2's own ``build_resnet_backbone`` from an equivalent yacs node, so the
     LazyConfig and yacs paths build the same module.
     """
+    if width != 64:
+        return _narrow_basic_resnet(depth, width, freeze_at, out_features, norm, in_channels)
     if dc5 and depth < 50:
         raise ValueError(f"dc5=True needs a bottleneck ResNet (depth >= 50), got depth={depth}")
     cfg = get_cfg()
@@ -98,3 +102,21 @@ def feature_shape_spec(backbone, name: str) -> ShapeSpec:
             "Set MODEL.RESNETS.OUT_FEATURES (yacs) or build_resnet(out_features=...) (LazyConfig)."
         )
     return shapes[name]
+
+
+def _narrow_basic_resnet(depth, width, freeze_at, out_features, norm, in_channels) -> ResNet:
+    """ResNet-18/34 with ``width`` stem/res2 channels (doubling per stage), from detectron2's stages."""
+    if depth not in (18, 34):
+        raise ValueError(f"width={width} is supported for depth 18 or 34 (basic blocks), got depth={depth}")
+    blocks = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth]
+    last = max(int(name[-1]) for name in out_features) - 2  # stages after the deepest output are not built
+    stem = BasicStem(in_channels, width, norm)
+    stages, channels = [], width
+    for index, num_blocks in enumerate(blocks[: last + 1]):
+        out = width * 2**index
+        stages.append(
+            ResNet.make_stage(BasicBlock, num_blocks, stride_per_block=[1 if index == 0 else 2] + [1] * (num_blocks - 1),
+                              in_channels=channels, out_channels=out, norm=norm)
+        )
+        channels = out
+    return ResNet(stem, stages, out_features=list(out_features), freeze_at=freeze_at)

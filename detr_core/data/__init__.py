@@ -3,7 +3,6 @@
 from .shapes import (
     SHAPES_CLASSES,
     SHAPES_DEFAULT_SPLITS,
-    SHAPES_EASY_SCENE,
     ensure_shapes,
     ensure_shapes_split,
     generate_shapes,
@@ -43,7 +42,6 @@ __all__ = [
     "SHAPES_CROP_RESIZE_SIZES",
     "SHAPES_CROP_SIZE_RANGE",
     "SHAPES_DEFAULT_SPLITS",
-    "SHAPES_EASY_SCENE",
     "SHAPES_MAX_SIZE",
     "SHAPES_MIN_SIZES",
     "SHAPES_TEST_SIZE",
@@ -64,7 +62,6 @@ __all__ = [
     "shapes_train_augmentation",
 ]
 
-# Like detectron2's builtin datasets: importing the package registers shapes_train / shapes_val and the
-# shapes_easy_* pair (lazily;
+# Like detectron2's builtin datasets: importing the package registers shapes_train / shapes_val (lazily:
 # the images are generated on first use under $DETECTRON2_DATASETS, default ./datasets).
 register_shapes()

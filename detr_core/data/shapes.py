@@ -1,12 +1,15 @@
-"""The embedded ``shapes`` detection dataset.
+"""The embedded ``shapes`` detection dataset: the CPU benchmark of the DETR-family detectors.
 
-A procedurally generated, COCO-format detection dataset that needs no download. Each image shows
-0-8 objects of :data:`SHAPES_CLASSES` (filled circle/ellipse, square/rectangle, triangle, five-point
-star, plus-shaped cross, ring) with
+A procedurally generated, COCO-format detection dataset that needs no download. Each 256x256 image shows
+1-6 objects (none in 3 % of the images) of :data:`SHAPES_CLASSES` (filled circle/ellipse, square/rectangle,
+triangle, five-point star, plus-shaped cross, ring) with
 
-* scale from tiny (~6 px) to large (~100 px) at the default 160x160 image size (log-uniform),
+* extents from 10 % to 60 % of the image side (log-uniform), so COCO's small / medium / large area
+  ranges (32², 96² px) each hold a good share of the objects,
 * aspect ratio stretched up to 2:1 and arbitrary rotation,
-* random colours that always contrast with the local background,
+* a colour from the class's own hue band (shape and hue both identify the class; see
+  :func:`render_scene`'s ``class_hues``) that always contrasts with the local background and with the
+  objects it overlaps,
 * partial occlusion: objects drawn later cover earlier ones; boxes are the full shape extents,
   and an object more than 70 % hidden loses its annotation,
 * a textured background (gradient, low-frequency noise or stripes, plus pixel noise) and
@@ -20,8 +23,8 @@ The data is deterministic from a seed (one ``numpy.random.Generator`` per image,
 
 ``<root>`` defaults to ``$DETECTRON2_DATASETS`` (or ``./datasets``), like detectron2's builtin
 datasets. The json is written last and atomically; its ``info`` records the generator version and
-parameters, so an interrupted generation or a change of parameters is detected and the split is
-generated again.
+parameters, so an interrupted generation, a change of parameters or a split written by an older
+generator is detected (and logged, naming the file and what differs) and the split is generated again.
 
 Usage::
 
@@ -34,19 +37,23 @@ is *constructed*. Build it after the data loader (which calls ``DatasetCatalog.g
 :func:`ensure_shapes` (or ``register_shapes(generate_now=True)``) first.
 """
 
+import colorsys
+import contextlib
+import functools
 import json
 import logging
+import multiprocessing
 import os
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 __all__ = [
     "SHAPES_CLASSES",
     "SHAPES_DEFAULT_SPLITS",
-    "SHAPES_EASY_SCENE",
     "ensure_shapes",
     "ensure_shapes_split",
     "generate_shapes",
@@ -62,30 +69,28 @@ logger = logging.getLogger(__name__)
 SHAPES_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 
 #: Bump whenever the drawn images or annotations change for the same parameters.
-GENERATOR_VERSION = 1
+#: 2: the benchmark scenes (256 px, 1-6 objects of 10-60 % of the side, class hues); 1: 160 px, 0-8 objects
+#: of 6-100 px, random colours.
+GENERATOR_VERSION = 2
 
 #: split -> (num_images, image_size, seed) used by :func:`ensure_shapes` / :func:`register_shapes`.
 SHAPES_DEFAULT_SPLITS = {
-    "train": (2000, 160, 0),
-    "val": (200, 160, 0),
+    "train": (2000, 256, 0),
+    "val": (200, 256, 0),
 }
 
-#: Scene options of ``shapes_easy_train`` / ``shapes_easy_val`` (same images counts, size and seeds as the
-#: default splits): at most 3 objects of 20-100 px and no clutter. Detectors leave the early plateau within
-#: a CPU budget there, which the convergence race (tools/benchmark_convergence.py) needs.
-SHAPES_EASY_SCENE = {"max_objects": 3, "min_object_fraction": 20.0 / 160.0, "clutter": False}
-
-# Scene parameters (image sizes are given relative to the default 160 px image).
-_MIN_OBJECT_FRACTION = 6.0 / 160.0  # smallest object extent, relative to the image side
-_MAX_OBJECT_FRACTION = 100.0 / 160.0  # largest object extent, relative to the image side
+# Scene parameters: the defaults of render_scene, i.e. the benchmark's scenes.
+_MIN_OBJECT_FRACTION = 0.1  # smallest object extent, relative to the image side
+_MAX_OBJECT_FRACTION = 0.6  # largest object extent, relative to the image side
 _MIN_OBJECT_PIXELS = 4.0  # floor on the object extent for tiny images
-_MAX_OBJECTS = 8
+_MAX_OBJECTS = 6
 _P_EMPTY_IMAGE = 0.03
 _MAX_ASPECT = 2.0
 _MIN_VISIBLE_FRACTION = 0.3  # objects hidden by more than 70 % are not annotated
 _MIN_COLOUR_DISTANCE = 80.0  # RGB distance between an object and the background under it
 _MIN_OVERLAP_COLOUR_DISTANCE = 60.0  # RGB distance between overlapping objects
 _CIRCLE_VERTICES = 48
+_HUE_HALF_WIDTH = 1.0 / 6.0  # class hue bands: the middle third of each class's 360/K degrees
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,14 +226,27 @@ def _draw_clutter(
 # --------------------------------------------------------------------------------------------
 # Scenes
 # --------------------------------------------------------------------------------------------
+def _class_colour(rng: np.random.Generator, label: int) -> np.ndarray:
+    """A random colour in the hue band of class ``label`` (bands of 360/K degrees, drawn from their middle
+    third), with random saturation and brightness."""
+    hue = (label + rng.uniform(-_HUE_HALF_WIDTH, _HUE_HALF_WIDTH)) / len(SHAPES_CLASSES)
+    rgb = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
+    return np.asarray(rgb, dtype=np.float32) * 255.0
+
+
 def _pick_colour(
-    rng: np.random.Generator, background: np.ndarray, mask: np.ndarray, avoid: Sequence[np.ndarray]
+    rng: np.random.Generator,
+    background: np.ndarray,
+    mask: np.ndarray,
+    avoid: Sequence[np.ndarray],
+    label: int | None = None,
 ) -> np.ndarray:
-    """A colour far from the mean background under ``mask`` and from the colours in ``avoid``."""
+    """A colour far from the mean background under ``mask`` and from the colours in ``avoid``; with ``label``,
+    one of that class's hue band (:func:`_class_colour`)."""
     under = background[mask].mean(axis=0)
     best, best_score = None, -1.0
     for _ in range(50):
-        colour = _random_colour(rng)
+        colour = _random_colour(rng) if label is None else _class_colour(rng, label)
         score = min(
             [np.linalg.norm(colour - under) / _MIN_COLOUR_DISTANCE]
             + [np.linalg.norm(colour - a) / _MIN_OVERLAP_COLOUR_DISTANCE for a in avoid]
@@ -237,6 +255,8 @@ def _pick_colour(
             return colour
         if score > best_score:
             best, best_score = colour, score
+    if label is not None:  # the closest to contrasting that keeps the class's hue
+        return best
     # Fallback (rare): the inverse of the background is always far from it.
     inverse = 255.0 - under
     return inverse if np.linalg.norm(inverse - under) >= np.linalg.norm(best - under) else best
@@ -286,26 +306,35 @@ def render_shape(
 
 def render_scene(
     rng: np.random.Generator,
-    image_size: int = 160,
+    image_size: int = 256,
     *,
     max_objects: int = _MAX_OBJECTS,
     min_object_fraction: float = _MIN_OBJECT_FRACTION,
+    max_object_fraction: float = _MAX_OBJECT_FRACTION,
     clutter: bool = True,
-) -> tuple[np.ndarray, list[dict], int]:
+    class_hues: bool = True,
+    return_labels: bool = False,
+) -> tuple:
     """Draw one random scene.
 
     Args:
         rng: the generator all randomness is drawn from.
         image_size: side of the square image in pixels.
         max_objects: at most this many objects (1..max_objects, or none in 3 % of the images).
-        min_object_fraction: smallest object extent relative to the image side (largest: 100/160).
+        min_object_fraction, max_object_fraction: range of the object extent (before stretching and
+            rotation) relative to the image side, drawn log-uniformly.
         clutter: draw the unlabelled lines and zig-zags.
+        class_hues: draw each object in a colour of its class's hue band (class k: hues within
+            360/K/6 degrees of k*360/K), with random saturation and brightness; False draws any colour,
+            so that only the shape identifies the class.
+        return_labels: also return the semantic label map.
 
     Returns:
         (image, objects, num_dropped): (H, W, 3) uint8 image; one dict per annotated object with
         ``bbox`` [x, y, w, h] (full shape extent), ``area`` (full shape pixel count),
         ``category_id`` (1..K), ``visible_fraction``; and the number of drawn objects left
-        unannotated because they are more than 70 % hidden.
+        unannotated because they are more than 70 % hidden. With ``return_labels`` a fourth value:
+        the (H, W) uint8 semantic label map, the category id of the object seen at each pixel (0: background).
     """
     size = int(image_size)
     background = _background(rng, size)
@@ -313,13 +342,15 @@ def render_scene(
 
     if not (isinstance(max_objects, (int, np.integer)) and max_objects >= 1):
         raise ValueError(f"render_scene: max_objects must be an integer >= 1, got {max_objects!r}")
-    if not 0.0 < min_object_fraction <= _MAX_OBJECT_FRACTION:
+    if not 0.0 < max_object_fraction <= 1.0:
+        raise ValueError(f"render_scene: max_object_fraction must be in (0, 1], got {max_object_fraction!r}")
+    if not 0.0 < min_object_fraction <= max_object_fraction:
         raise ValueError(
-            f"render_scene: min_object_fraction must be in (0, {_MAX_OBJECT_FRACTION}], got {min_object_fraction!r}"
+            f"render_scene: min_object_fraction must be in (0, {max_object_fraction}], got {min_object_fraction!r}"
         )
     num_objects = 0 if rng.uniform() < _P_EMPTY_IMAGE else int(rng.integers(1, max_objects + 1))
     min_extent = max(_MIN_OBJECT_PIXELS, min_object_fraction * size)
-    max_extent = max(min_extent, _MAX_OBJECT_FRACTION * size)
+    max_extent = max(min_extent, max_object_fraction * size)
 
     drawn = []  # (category_id, mask, colour)
     for _ in range(num_objects):
@@ -348,7 +379,7 @@ def render_scene(
         if mask.sum() < 3:  # too small to rasterize into a recognisable blob
             continue
         overlapping = [c for _, m, c in drawn if (mask & m).any()]
-        colour = _pick_colour(rng, background, mask, overlapping)
+        colour = _pick_colour(rng, background, mask, overlapping, label if class_hues else None)
         drawn.append((label + 1, mask, colour))
 
     # Clutter: most of it under the objects, some over them.
@@ -385,7 +416,12 @@ def render_scene(
             }
         )
     objects.reverse()  # back to front, i.e. drawing order
-    return image, objects, dropped
+    if not return_labels:
+        return image, objects, dropped
+    labels = np.zeros((size, size), dtype=np.uint8)
+    for category_id, mask, _ in drawn:  # back to front: the visible object wins
+        labels[mask] = category_id
+    return image, objects, dropped, labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,19 +446,34 @@ def _params(split: str, num_images: int, image_size: int, seed: int, scene: dict
     return params
 
 
-def _is_current(json_path: str, image_root: str, params: dict) -> bool:
-    """Whether ``json_path`` is a complete generation with ``params`` whose images all exist."""
+def _stale_reason(json_path: str, image_root: str, params: dict) -> str | None:
+    """Why ``json_path`` is not a complete generation with ``params`` whose images all exist (None if it is)."""
     try:
         with open(json_path) as f:
             data = json.load(f)
-    except (OSError, ValueError):  # missing, truncated or corrupt
-        return False
-    if not isinstance(data, dict) or data.get("info", {}).get("shapes_params") != params:
-        return False
+    except FileNotFoundError:
+        return "not generated yet"
+    except (OSError, ValueError) as e:  # truncated or corrupt
+        return f"unreadable ({e})"
+    found = data.get("info", {}).get("shapes_params") if isinstance(data, dict) else None
+    if not isinstance(found, dict):
+        return "not written by this generator"
+    if found != params:
+        changed = sorted(k for k in set(found) | set(params) if found.get(k) != params.get(k))
+        what = ", ".join(f"{k}: {found.get(k)!r} there, {params.get(k)!r} now" for k in changed)
+        return f"written with other parameters ({what})"
     images = data.get("images", [])
-    return len(images) == params["num_images"] and all(
-        os.path.isfile(os.path.join(image_root, im["file_name"])) for im in images
-    )
+    if len(images) != params["num_images"]:
+        return f"holds {len(images)} images, not {params['num_images']}"
+    missing = [im["file_name"] for im in images if not os.path.isfile(os.path.join(image_root, im["file_name"]))]
+    if missing:
+        return f"{len(missing)} image(s) missing under {image_root} (first: {missing[0]})"
+    return None
+
+
+def _is_current(json_path: str, image_root: str, params: dict) -> bool:
+    """Whether ``json_path`` is a complete generation with ``params`` whose images all exist."""
+    return _stale_reason(json_path, image_root, params) is None
 
 
 def _write_atomic(path: str, write) -> None:
@@ -435,8 +486,45 @@ def _write_atomic(path: str, write) -> None:
             os.remove(tmp)
 
 
+def _render_image(image_root: str, seed: int, split_key: int, image_size: int, scene: dict, index: int):
+    """Draw image ``index`` of a split, write its PNG; returns (COCO image record, annotated objects)."""
+    rng = np.random.default_rng([seed, split_key, index])
+    pixels, objects, _ = render_scene(rng, image_size, **scene)
+    file_name = f"{index:06d}.png"
+    _write_atomic(
+        os.path.join(image_root, file_name),
+        lambda p: Image.fromarray(pixels).save(p, format="PNG", compress_level=1),
+    )
+    record = {"id": index + 1, "file_name": file_name, "width": image_size, "height": image_size}
+    return record, objects
+
+
+def _map_with_progress(fn, items, workers: int, description: str) -> list:
+    """``[fn(x) for x in items]`` in order, over ``workers`` forked processes, with a progress bar for long runs.
+
+    Every image draws from its own generator, so the result does not depend on ``workers``."""
+    items = list(items)
+    workers = min(max(1, workers), len(items) // 32 + 1)
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and can_fork:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+            results = pool.imap(fn, items, chunksize=8)
+        else:
+            results = map(fn, items)
+        if len(items) >= 100:
+            results = tqdm(results, total=len(items), desc=description, unit="img", mininterval=1.0)
+        return list(results)
+
+
 def generate_shapes(
-    root: str, split: str, num_images: int, image_size: int = 160, seed: int = 0, scene: dict | None = None
+    root: str,
+    split: str,
+    num_images: int,
+    image_size: int = 256,
+    seed: int = 0,
+    scene: dict | None = None,
+    workers: int | None = None,
 ) -> str:
     """Generate one split (always; see :func:`ensure_shapes_split` to skip an up-to-date one).
 
@@ -450,7 +538,8 @@ def generate_shapes(
         num_images: number of images.
         image_size: side of the square images in pixels.
         seed: random seed.
-        scene: keyword options of :func:`render_scene` (e.g. :data:`SHAPES_EASY_SCENE`).
+        scene: keyword options of :func:`render_scene` (e.g. ``{"max_objects": 3}``).
+        workers: processes that draw images (default: the CPU count); the files do not depend on it.
 
     Returns:
         Path of the COCO json, which is written last (atomically).
@@ -460,39 +549,24 @@ def generate_shapes(
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
     params = _params(split, num_images, image_size, seed, scene)
     split_key = zlib.crc32(split.encode("utf-8"))
+    workers = (os.cpu_count() or 1) if workers is None else workers
 
+    render = functools.partial(_render_image, image_root, int(seed), split_key, int(image_size), scene or {})
     images, annotations = [], []
-    file_names = set()
-    for i in range(int(num_images)):
-        rng = np.random.default_rng([int(seed), split_key, i])
-        pixels, objects, _ = render_scene(rng, image_size, **(scene or {}))
-        file_name = f"{i:06d}.png"
-        file_names.add(file_name)
-        _write_atomic(
-            os.path.join(image_root, file_name),
-            lambda p, pixels=pixels: Image.fromarray(pixels).save(
-                p, format="PNG", compress_level=1
-            ),
-        )
-        images.append(
-            {
-                "id": i + 1,
-                "file_name": file_name,
-                "width": int(image_size),
-                "height": int(image_size),
-            }
-        )
+    for image, objects in _map_with_progress(render, range(int(num_images)), workers, f"shapes {split}"):
+        images.append(image)
         for obj in objects:
             annotations.append(
                 {
                     "id": len(annotations) + 1,
-                    "image_id": i + 1,
+                    "image_id": image["id"],
                     "category_id": obj["category_id"],
                     "bbox": obj["bbox"],
                     "area": obj["area"],
                     "iscrowd": 0,
                 }
             )
+    file_names = {image["file_name"] for image in images}
     # Images of an earlier, larger generation of this split would otherwise linger.
     for stale in os.listdir(image_root):
         if stale.endswith(".png") and stale[:-4].isdigit() and stale not in file_names:
@@ -529,7 +603,7 @@ def _default_root(root: str | None) -> str:
 
 
 def ensure_shapes_split(
-    root: str | None, split: str, num_images: int, image_size: int = 160, seed: int = 0, scene: dict | None = None
+    root: str | None, split: str, num_images: int, image_size: int = 256, seed: int = 0, scene: dict | None = None
 ) -> tuple[str, str]:
     """Generate a split unless an up-to-date, complete copy already exists.
 
@@ -542,7 +616,10 @@ def ensure_shapes_split(
     """
     root = _default_root(root)
     json_path, image_root = _split_paths(root, split)
-    if not _is_current(json_path, image_root, _params(split, num_images, image_size, seed, scene)):
+    reason = _stale_reason(json_path, image_root, _params(split, num_images, image_size, seed, scene))
+    if reason is not None:
+        if reason != "not generated yet":
+            logger.warning(f"{json_path}: {reason}; generating shapes split '{split}' again")
         generate_shapes(root, split, num_images, image_size, seed, scene)
     return json_path, image_root
 
@@ -598,8 +675,7 @@ def _register(
 
 
 def register_shapes(root: str | None = None, generate_now: bool = False) -> None:
-    """Register ``shapes_train`` and ``shapes_val``, and their easier siblings ``shapes_easy_train`` and
-    ``shapes_easy_val`` (:data:`SHAPES_EASY_SCENE`; always generated on first use); idempotent.
+    """Register ``shapes_train`` and ``shapes_val``; idempotent.
 
     The splits are generated on first ``DatasetCatalog.get``. ``COCOEvaluator`` needs the json at
     construction: build it after the data loader, call :func:`ensure_shapes`, or pass
@@ -612,7 +688,6 @@ def register_shapes(root: str | None = None, generate_now: bool = False) -> None
     """
     for split, (n, size, seed) in SHAPES_DEFAULT_SPLITS.items():
         _register(f"shapes_{split}", root, split, n, size, seed)
-        _register(f"shapes_easy_{split}", root, f"easy_{split}", n, size, seed, SHAPES_EASY_SCENE)
     if generate_now:
         ensure_shapes(root)
 
@@ -629,7 +704,7 @@ def register_shapes_variant(
     """Register a custom-size shapes dataset ``name`` (e.g. a tiny one for tests); idempotent.
 
     Its files go to ``<root>/shapes/<name>/`` and ``<root>/shapes/annotations/instances_<name>.json``;
-    ``scene`` holds keyword options of :func:`render_scene` (e.g. :data:`SHAPES_EASY_SCENE`).
+    ``scene`` holds keyword options of :func:`render_scene` (e.g. ``{"class_hues": False}``).
     """
     _register(name, root, name, num_images, image_size, seed, scene)
     if generate_now:

@@ -56,12 +56,13 @@ COCO_CROP_RESIZE_SIZES = (400, 500, 600)
 COCO_CROP_SIZE_RANGE = (384, 600)
 COCO_TEST_SIZE = 800
 
-# The same recipe scaled to the 160 px images of the shapes dataset.
-SHAPES_MIN_SIZES = tuple(range(128, 193, 16))
-SHAPES_MAX_SIZE = 320
-SHAPES_CROP_RESIZE_SIZES = (128, 160)
-SHAPES_CROP_SIZE_RANGE = (96, 160)
-SHAPES_TEST_SIZE = 160
+# The same recipe scaled for the shapes benchmark: its 256-px images are seen at 128 px (test) and at
+# 80-128 px short side in training, the ratio of COCO's 480-800 to 800.
+SHAPES_MIN_SIZES = (80, 96, 112, 128)
+SHAPES_MAX_SIZE = 213
+SHAPES_CROP_RESIZE_SIZES = (128, 160, 192)
+SHAPES_CROP_SIZE_RANGE = (96, 192)
+SHAPES_TEST_SIZE = 128
 
 AugmentationLike = T.Augmentation | T.Transform
 

@@ -10,7 +10,6 @@ from PIL import Image
 from detr_core.data import shapes
 from detr_core.data.shapes import (
     SHAPES_CLASSES,
-    SHAPES_EASY_SCENE,
     ensure_shapes_split,
     generate_shapes,
     register_shapes,
@@ -108,20 +107,23 @@ def test_scene_occlusion_rule():
     assert dropped > 0  # and mostly-hidden objects lose their annotation
 
 
+LEAN_SCENE = dict(max_objects=3, min_object_fraction=0.2, max_object_fraction=0.4, clutter=False)
+
+
 def test_scene_options_bound_objects_and_clutter():
-    """max_objects and min_object_fraction bound every scene; clutter=False draws nothing unlabelled."""
+    """max_objects and the object fractions bound every scene; clutter=False draws nothing unlabelled."""
     extents, counts = [], []
     for i in range(40):
-        _, objects, dropped = render_scene(np.random.default_rng([5, i]), 160, **SHAPES_EASY_SCENE)
+        _, objects, dropped = render_scene(np.random.default_rng([5, i]), 160, **LEAN_SCENE)
         counts.append(len(objects) + dropped)
         extents += [max(o["bbox"][2], o["bbox"][3]) for o in objects]
     assert max(counts) <= 3 and 3 in counts
-    # the extent is drawn >= 20 px before rotation/stretching; the box's longer side stays >= ~20/sqrt(2)
-    assert min(extents) >= 20.0 / np.sqrt(2) - 1
-    # default options: up to 8 objects and objects far smaller
+    # the extent is drawn >= 0.2 * 160 = 32 px before rotation/stretching; the box's longer side stays >= 32/sqrt(2)
+    assert min(extents) >= 32 / np.sqrt(2) - 1
+    # default options: up to 6 objects, from 10 % of the side
     default = [render_scene(np.random.default_rng([5, i]), 160)[1] for i in range(40)]
     assert max(len(o) for o in default) > 3
-    assert min(max(o["bbox"][2], o["bbox"][3]) for objs in default for o in objs) < 14
+    assert min(max(o["bbox"][2], o["bbox"][3]) for objs in default for o in objs) < 20
 
     # no object, no clutter: the image is the background plus pixel noise (no thin lines)
     with_clutter = without = 0
@@ -149,9 +151,9 @@ def test_scene_options_are_part_of_the_split_parameters(tmp_path):
     json_path, _ = ensure_shapes_split(root, "s", 6, 64, 0)
     assert "scene" not in _load(json_path)["info"]["shapes_params"]
     default_files = _load(json_path)["annotations"]
-    json_path, image_root = ensure_shapes_split(root, "s", 6, 64, 0, SHAPES_EASY_SCENE)
+    json_path, image_root = ensure_shapes_split(root, "s", 6, 64, 0, LEAN_SCENE)
     params = _load(json_path)["info"]["shapes_params"]
-    assert params["scene"] == dict(sorted(SHAPES_EASY_SCENE.items()))
+    assert params["scene"] == dict(sorted(LEAN_SCENE.items()))
     per_image = {}
     for a in _load(json_path)["annotations"]:
         per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
@@ -165,7 +167,7 @@ def test_scene_options_are_part_of_the_split_parameters(tmp_path):
 @pytest.fixture(scope="module")
 def split200(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("shapes200"))
-    json_path, image_root = ensure_shapes_split(root, "val", 200, 160, 0)
+    json_path, image_root = ensure_shapes_split(root, "val", 200, 256, 0)
     return _load(json_path), image_root
 
 
@@ -204,13 +206,14 @@ def test_scale_aspect_and_count_ranges(split200):
     data, _ = split200
     boxes = np.array([a["bbox"] for a in data["annotations"]])
     extent = boxes[:, 2:].max(axis=1)
-    assert extent.min() <= 10, "no tiny objects"
-    assert extent.max() >= 80, "no large objects"
-    assert (extent < 32).mean() > 0.3 and (extent > 64).sum() > 10  # spread over scales
+    # objects are drawn at 10-60 % of the 256-px side (rotation and stretching change the box a little)
+    assert extent.min() <= 0.13 * 256 and extent.min() >= 0.1 * 256 / np.sqrt(2) - 1, "no small objects"
+    assert extent.max() >= 0.5 * 256 and extent.max() <= 0.6 * 256 * 1.5, "no large objects"
+    assert (extent < 64).mean() > 0.2 and (extent > 128).sum() > 10  # spread over scales
     ratio = boxes[:, 2] / boxes[:, 3]
     assert (ratio > 1.5).any() and (ratio < 1 / 1.5).any()
     per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=201)[1:]
-    assert per_image.max() <= 8 and (per_image == 0).any() and per_image.mean() > 2.5
+    assert per_image.max() <= 6 and (per_image == 0).any() and per_image.mean() > 2
 
 
 def test_object_colour_contrasts_with_background_and_overlapped_objects():
@@ -301,8 +304,8 @@ def test_register_shapes_is_idempotent_and_lazy(tmp_path, clean_catalog):
     root = str(tmp_path)
     register_shapes(root)
     register_shapes(root)  # again: no error
-    assert {"shapes_train", "shapes_val", "shapes_easy_train", "shapes_easy_val"} <= set(DatasetCatalog.list())
-    assert MetadataCatalog.get("shapes_easy_val").shapes_params["scene"]["max_objects"] == 3
+    assert {"shapes_train", "shapes_val"} <= set(DatasetCatalog.list())
+    assert MetadataCatalog.get("shapes_val").shapes_params["image_size"] == 256
     meta = MetadataCatalog.get("shapes_val")
     assert meta.thing_classes == list(SHAPES_CLASSES) and meta.evaluator_type == "coco"
     assert meta.thing_dataset_id_to_contiguous_id == {k + 1: k for k in range(K)}
@@ -336,3 +339,74 @@ def test_variant_and_evaluator_after_get(tmp_path, clean_catalog):
     assert all("id" in a for d in dicts for a in d["annotations"])  # for error messages
     evaluator = COCOEvaluator("shapes_tiny_test", output_dir=str(tmp_path / "eval"))
     assert len(evaluator._coco_api.getImgIds()) == 8
+
+
+# ------------------------------------------------------------------------------------------------
+# Scene options of the benchmark: size range, class hues, label maps; parallel generation
+# ------------------------------------------------------------------------------------------------
+def test_max_object_fraction_bounds_the_drawn_extent():
+    extents = []
+    for i in range(40):
+        _, objects, _ = render_scene(np.random.default_rng([21, i]), 200, max_objects=4, min_object_fraction=0.1,
+                                     max_object_fraction=0.3)
+        extents += [max(o["bbox"][2], o["bbox"][3]) for o in objects]
+    # the unrotated, unstretched extent is at most 60 px; stretching (<= 2:1) and rotation make the box's
+    # longer side at most 60 * sqrt(2) * sqrt(2) = 120 px but rarely above 80
+    assert max(extents) <= 0.3 * 200 * 2 + 2
+    assert np.median(extents) < 60 and min(extents) >= 20 / np.sqrt(2) / np.sqrt(2) - 1
+
+
+def _hue_of(colour):
+    import colorsys
+
+    return colorsys.rgb_to_hsv(*(np.asarray(colour, dtype=float) / 255.0))[0]
+
+
+def test_class_hues_give_every_class_its_own_hue_band():
+    """With class_hues, an object's colour lies in the middle third of its class's 360/K-degree hue band."""
+    for i in range(30):
+        image, objects, _, labels = render_scene(
+            np.random.default_rng([4, i]), 96, max_objects=4, clutter=False, class_hues=True, return_labels=True
+        )
+        for category_id in np.unique(labels[labels > 0]):
+            pixels = image[labels == category_id].astype(float)
+            hue = _hue_of(np.median(pixels, axis=0))  # the pixel noise moves single pixels, not the median
+            centre = (category_id - 1) / K
+            distance = min(abs(hue - centre), 1 - abs(hue - centre))
+            assert distance <= 1.0 / (2 * K) * 2 / 3 + 0.02, (i, category_id, hue)
+
+
+def test_label_map_marks_the_visible_object_of_each_pixel():
+    image, objects, dropped, labels = render_scene(np.random.default_rng(8), 128, max_objects=6, return_labels=True)
+    plain = render_scene(np.random.default_rng(8), 128, max_objects=6)
+    assert np.array_equal(plain[0], image) and plain[1] == objects  # the option changes nothing else
+    assert labels.shape == (128, 128) and labels.dtype == np.uint8
+    assert {o["category_id"] for o in objects} <= set(np.unique(labels).tolist()) <= set(range(K + 1))
+    for o in objects:  # every annotated object is visible in the map inside its box
+        x, y, w, h = (int(v) for v in o["bbox"])
+        assert (labels[y:y + h, x:x + w] == o["category_id"]).any()
+    assert (labels == 0).mean() > 0.2  # and the background is label 0
+
+
+def test_generation_does_not_depend_on_the_number_of_workers(tmp_path):
+    one = generate_shapes(str(tmp_path / "one"), "w", 40, 64, seed=2, workers=1)
+    two = generate_shapes(str(tmp_path / "two"), "w", 40, 64, seed=2, workers=2)
+    with open(one, "rb") as a, open(two, "rb") as b:
+        assert a.read() == b.read()
+    for i in range(40):
+        name = f"{i:06d}.png"
+        assert (tmp_path / "one" / "shapes" / "w" / name).read_bytes() == (tmp_path / "two" / "shapes" / "w" / name).read_bytes()
+
+
+def test_a_split_of_another_generator_version_is_named_and_regenerated(tmp_path, caplog):
+    root = str(tmp_path)
+    json_path, _ = ensure_shapes_split(root, "old", 4, 32, 0)
+    data = _load(json_path)
+    data["info"]["shapes_params"]["generator_version"] = 0
+    with open(json_path, "w") as f:
+        json.dump(data, f)
+    with caplog.at_level("WARNING", logger="detr_core.data.shapes"):
+        ensure_shapes_split(root, "old", 4, 32, 0)
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert json_path in message and "generator_version: 0 there" in message and "again" in message
+    assert _load(json_path)["info"]["shapes_params"]["generator_version"] == shapes.GENERATOR_VERSION
