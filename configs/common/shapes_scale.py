@@ -1,9 +1,11 @@
-"""One model scale for every ``*_shapes.py`` config, so variants race on equal terms on a CPU.
+"""One model scale and one recipe for every ``*_shapes.py`` config, so variants race on equal terms on a CPU.
 
-ResNet-18 from scratch (no pretrained weights are reachable offline), trainable BatchNorm, C4 features
-(stride 16: a 160-px image gives 10x10 memory tokens), a 3+3-layer transformer of width 128 with 8 heads,
-and 30 queries (a shapes image holds at most 8 objects). Recipes (losses, matching costs, initialisation,
-activations) stay each paper's own.
+Backbone: a ResNet-18 of half width (32 stem / res2 channels) to res4 (stride 16: a 128-px input gives 8x8
+memory tokens), pretrained on the shapes by box classification (tools/pretrain_shapes_backbone.py, the
+stand-in for the papers' ImageNet weights) and kept frozen, BatchNorm statistics included. Transformer:
+3 + 3 layers of width 64 with 8 heads, FFN 256, no dropout, 30 queries (a shapes image holds at most 6
+objects). Each variant keeps its paper's losses, matching costs, initialisation and architecture; the
+numbers behind each choice are in docs/BENCHMARKS.md.
 """
 from detectron2.config import LazyCall as L
 
@@ -12,27 +14,44 @@ from detr_core import build_resnet
 from .schedules import step_schedule
 
 NUM_CLASSES = 6
-D_MODEL = 128
+D_MODEL = 64
 NHEAD = 8
 ENC_LAYERS = 3
 DEC_LAYERS = 3
-DIM_FEEDFORWARD = 512
+DIM_FEEDFORWARD = 256
+DROPOUT = 0.0
 NUM_QUERIES = 30
 IN_FEATURE = "res4"
+BACKBONE_WIDTH = 32
 
-backbone = L(build_resnet)(depth=18, out_features=(IN_FEATURE,), norm="BN", freeze_at=0)
+#: Every variant's shapes config (relative to the repository root), in the order tables list them.
+SHAPES_CONFIGS = {
+    "detr": "configs/detr/detr_shapes.py",
+    "cond_detr": "configs/cond_detr/cond_detr_shapes.py",
+    "dab_detr": "configs/dab_detr/dab_detr_shapes.py",
+    "smca_detr": "configs/smca_detr/smca_detr_shapes.py",
+    "smca_detr_ms": "configs/smca_detr/smca_detr_ms_shapes.py",
+    "sam_detr": "configs/sam_detr/sam_detr_shapes.py",
+    "sam_detr_smca": "configs/sam_detr/sam_detr_smca_shapes.py",
+}
 
-# Shapes training: batch 8 of ~160-px images; DETR takes about 0.85 s per iteration on 2 quiet CPU cores,
-# so the quickstart (500 iterations + data generation + evaluation) stays under 10 minutes.
-MAX_ITER = 500
+#: The shared pretrained backbone every shapes config starts from; made by tools/pretrain_shapes_backbone.py.
+SHAPES_BACKBONE = "output/shapes_backbone.pth"
+
+# freeze_at=5: stem and every stage frozen; FrozenBN keeps the pretraining's statistics
+backbone = L(build_resnet)(depth=18, width=BACKBONE_WIDTH, out_features=(IN_FEATURE,), norm="FrozenBN", freeze_at=5)
+
+LR = 4e-4
+MAX_ITER = 2500
+DROP_ITER = 2250
 
 
 def shapes_model(model, **transformer) -> None:
     """Give ``model`` (a LazyCall of a DETR-family meta-architecture) the shared shapes scale, in place.
 
     Sets the backbone, classes, queries, position-encoding width and the transformer's width, heads,
-    layers and FFN; ``transformer`` holds variant-specific transformer arguments, which win over the
-    shared ones (``None`` removes a shared one the variant's transformer does not take). The input
+    layers, FFN and dropout; ``transformer`` holds variant-specific transformer arguments, which win over
+    the shared ones (``None`` removes a shared one the variant's transformer does not take). The input
     feature name(s) stay the config's own, since the meta-architectures name that argument differently.
     """
     model.backbone = backbone
@@ -45,6 +64,7 @@ def shapes_model(model, **transformer) -> None:
         num_encoder_layers=ENC_LAYERS,
         num_decoder_layers=DEC_LAYERS,
         dim_feedforward=DIM_FEEDFORWARD,
+        dropout=DROPOUT,
     )
     shared.update(transformer)
     for key, value in shared.items():
@@ -57,13 +77,13 @@ def shapes_model(model, **transformer) -> None:
 def shapes_training(train, optimizer):
     """Apply the shared shapes training recipe in place; returns the ``lr_multiplier``.
 
-    Backbone from scratch (no pretrained weights offline), so it trains at the full lr; ``MAX_ITER``
-    iterations with the lr divided by 10 at 80 %; evaluation at the end; two checkpoints.
+    Start from the shared pretrained backbone (frozen by the model's ``freeze_at``), AdamW at ``LR``,
+    ``MAX_ITER`` iterations of batch 8 with the lr divided by 10 at ``DROP_ITER``; evaluation at the end.
     """
-    optimizer.params.backbone_lr_factor = 1.0
-    train.init_checkpoint = ""
+    optimizer.lr = LR
+    train.init_checkpoint = SHAPES_BACKBONE
     train.max_iter = MAX_ITER
     train.eval_period = MAX_ITER
     train.checkpointer.period = MAX_ITER // 2
     train.log_period = 20
-    return step_schedule(MAX_ITER, int(MAX_ITER * 0.8))
+    return step_schedule(MAX_ITER, DROP_ITER)

@@ -1,5 +1,6 @@
-"""Conditional DETR on the embedded shapes dataset: the shared tiny CPU scale (configs/common/shapes_scale.py),
-Conditional DETR's own recipe otherwise (focal loss 2 / 5 / 2, costs 2 / 5 / 2, dropout 0.1, top-100)."""
+"""Conditional DETR on the embedded shapes dataset: the shared CPU scale and recipe
+(configs/common/shapes_scale.py), Conditional DETR's own losses and architecture otherwise (focal loss
+2 / 5 / 2, costs 2 / 5 / 2, top-100)."""
 from ..common.shapes_scale import IN_FEATURE, shapes_model, shapes_training
 from ..common.data.shapes import dataloader
 from ..common.models.cond_detr import model

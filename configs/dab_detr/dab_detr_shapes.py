@@ -1,5 +1,5 @@
-"""DAB-DETR on the embedded shapes dataset: the shared tiny CPU scale (configs/common/shapes_scale.py),
-DAB-DETR's own recipe otherwise (PReLU, dropout 0, image PE temperature 20, focal loss 1 / 5 / 2,
+"""DAB-DETR on the embedded shapes dataset: the shared CPU scale and recipe (configs/common/shapes_scale.py),
+DAB-DETR's own losses and architecture otherwise (PReLU, image PE temperature 20, focal loss 1 / 5 / 2,
 costs 2 / 5 / 2, top-300)."""
 from ..common.shapes_scale import IN_FEATURE, shapes_model, shapes_training
 from ..common.data.shapes import dataloader

@@ -1,6 +1,7 @@
-"""SMCA-DETR single-scale on the embedded shapes dataset: the shared tiny CPU scale of
-configs/common/shapes_scale.py (R18 from scratch, C4, 3+3 layers of width 128, 8 heads, 30 queries),
-with SMCA's own recipe (type3, β = 8, focal loss 2 / L1 5 / GIoU 2, top-num_queries inference)."""
+"""SMCA-DETR single-scale on the embedded shapes dataset: the shared CPU scale and recipe of
+configs/common/shapes_scale.py (frozen pretrained half-width R18 to res4, 3+3 layers of width 64, 8 heads,
+30 queries), with SMCA's own losses and architecture (type3, β = 8, focal loss 2 / L1 5 / GIoU 2,
+top-num_queries inference)."""
 from ..common.shapes_scale import IN_FEATURE, shapes_model, shapes_training
 from ..common.data.shapes import dataloader
 from ..common.models.smca_detr import model
