@@ -29,27 +29,41 @@ def test_speed_benchmark_writes_json_and_markdown(tmp_path):
     assert "detr_shapes" in table and "dab_detr_shapes" in table
 
 
+def _shapes_backbone_file(path):
+    """A backbone file the race accepts (the shapes backbone, untrained, with the current record)."""
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+
+    from detr_core.pretext import backbone_checkpoint
+    from tools.pretrain_shapes_backbone import SHAPES_CONFIG, backbone_record
+
+    backbone = instantiate(LazyConfig.load(os.path.join(ROOT, SHAPES_CONFIG)).model.backbone)
+    torch.save(backbone_checkpoint(backbone, backbone_record()), path)
+    return str(path)
+
+
 def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
     out = tmp_path / "race"
+    backbone = _shapes_backbone_file(tmp_path / "backbone.pth")
     cmd = [sys.executable, "tools/benchmark_convergence.py", "--variants", "detr", "cond_detr", "--max-iter", "2",
-           "--eval-period", "1", "--batch-size", "2", "--backbone", "none", "--threshold", "0", "--dataset", "full",
+           "--eval-period", "1", "--batch-size", "2", "--backbone", backbone, "--thresholds", "0", "--jobs", "2",
            "--output", str(out), *TINY]
     first = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "1 thread(s)" in first.stdout  # two runs at a time on a 2-core share each
     with open(out / "race.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["variant", "seed", "iteration", "wall_s", "AP", "AP50", "AP75", "APs", "APm", "APl"]
     assert [(r["variant"], r["iteration"]) for r in rows] == [("detr", "1"), ("detr", "2"), ("cond_detr", "1"),
                                                             ("cond_detr", "2")]
-    assert all(0 <= float(r["AP"]) <= 100 for r in rows)
+    assert all(0 <= float(r["AP50"]) <= 100 for r in rows)
     assert Image.open(out / "race.png").format == "PNG"
     table = (out / "race.md").read_text()
-    assert "| detr |" in table and "| cond_detr |" in table and "iterations to AP 0" in table
-    assert "AP >= 0 from then on" in table
-    assert "| variant | AP @1 | AP @2 |" in table  # the AP at every evaluation
+    assert "| detr |" in table and "| cond_detr |" in table and "to AP50 0: first / for good" in table
+    assert "| variant | AP50 @1 | AP50 @2 |" in table  # AP50 at every evaluation
     assert "race finished" in first.stdout
     again = subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert again.stdout.count("finished earlier, skipping") == 2  # a finished race is not run again
+    assert again.stdout.count("finished earlier, reusing") == 2  # a finished race is not run again
 
     # another budget in the same folder would resume runs of another race: refused, naming what differs
     other = list(cmd)
@@ -60,30 +74,63 @@ def test_convergence_race_writes_csv_png_and_table_and_resumes(tmp_path):
     assert json.loads((out / "race_settings.json").read_text())["max_iter"] == 2  # the record is kept
 
 
+def test_convergence_race_refuses_bad_backbone_and_reports_a_failed_run(tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
+    base = [sys.executable, "tools/benchmark_convergence.py", "--variants", "detr", "--max-iter", "1",
+            "--output", str(tmp_path / "race")]
+    foreign = tmp_path / "foreign.pth"
+    import torch
+
+    torch.save({"model": {}}, foreign)
+    refused = subprocess.run([*base, "--backbone", str(foreign)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and str(foreign) in refused.stderr and "not a shapes backbone" in refused.stderr
+
+    backbone = _shapes_backbone_file(tmp_path / "backbone.pth")
+    failed = subprocess.run([*base, "--backbone", backbone, "model.no_such_key.x=1"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert failed.returncode != 0
+    log = tmp_path / "race" / "detr" / "seed0" / "race.log"
+    assert "race stopped: detr seed 0" in failed.stderr and str(log) in failed.stderr and log.is_file()
+
+    unknown = subprocess.run([*base, "--variants", "yolo"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "'yolo'" in unknown.stderr
+
+
 def test_race_report_tables_and_speedup():
     from tools import benchmark_convergence as race
 
-    def row(variant, seed, iteration, ap):
-        return {"variant": variant, "seed": seed, "iteration": iteration, "AP": ap}
+    def row(variant, seed, iteration, ap50):
+        return {"variant": variant, "seed": seed, "iteration": iteration, "AP50": ap50, "AP": ap50 / 2,
+                "AP75": 0.0, "APs": 0.0, "APm": 0.0, "APl": 0.0}
 
-    rows = [row("detr", 0, 100, 0.0), row("detr", 0, 200, 0.2), row("detr", 1, 100, 0.0), row("detr", 1, 200, 0.0),
-            row("sam_detr_smca", 0, 100, 0.5), row("sam_detr_smca", 0, 200, 0.9), row("sam_detr_smca", 1, 100, 0.0),
-            row("sam_detr_smca", 1, 200, 0.4)]
-    assert race.iterations_to(rows, "sam_detr_smca", 0.3) == {0: 100, 1: 200}
-    spike = [row("detr", 0, 100, 0.0), row("detr", 0, 200, 0.5), row("detr", 0, 300, 0.1), row("detr", 0, 400, 0.6)]
-    assert race.iterations_to(spike, "detr", 0.3) == {0: 200}  # first crossing
-    assert race.iterations_to(spike, "detr", 0.3, held=True) == {0: 400}  # the spike at 200 falls back
-    assert race.iterations_to(spike[:3], "detr", 0.3, held=True) == {}  # ends below: never held
-    line = race.speedup(rows, "detr", "sam_detr_smca", [0, 1], 0.1, max_iter=200)
+    rows = [row("detr", 0, 100, 0.0), row("detr", 0, 200, 40.0), row("detr", 1, 100, 0.0), row("detr", 1, 200, 0.0),
+            row("sam_detr_smca", 0, 100, 50.0), row("sam_detr_smca", 0, 200, 90.0),
+            row("sam_detr_smca", 1, 100, 0.0), row("sam_detr_smca", 1, 200, 80.0)]
+    assert race.iterations_to(rows, "sam_detr_smca", 30) == {0: 100, 1: 200}
+    spike = [row("detr", 0, 100, 0.0), row("detr", 0, 200, 50.0), row("detr", 0, 300, 10.0), row("detr", 0, 400, 60.0)]
+    assert race.iterations_to(spike, "detr", 30) == {0: 200}  # first crossing
+    assert race.iterations_to(spike, "detr", 30, held=True) == {0: 400}  # the spike at 200 falls back
+    assert race.iterations_to(spike[:3], "detr", 30, held=True) == {}  # ends below: never held
+    line = race.speedup(rows, "detr", "sam_detr_smca", [0, 1], 30, max_iter=200)
+    assert line.startswith("iterations to AP50 30, detr / sam_detr_smca")
     assert "seed 0: 2.0x (200 vs 100)" in line  # both reach it: an exact ratio
     assert "seed 1: >1.0x (detr not within 200 vs 200)" in line  # DETR never does: a lower bound
-    assert "does not reach it" in race.speedup(rows, "detr", "sam_detr_smca", [1], 0.45, max_iter=200)
-    held = race.speedup(rows, "detr", "sam_detr_smca", [0], 0.1, max_iter=200, held=True)
-    assert held.startswith("iterations to AP >= 0.1 from then on") and "seed 0: 2.0x (200 vs 100)" in held
+    assert "does not reach it" in race.speedup(rows, "detr", "sam_detr_smca", [1], 85, max_iter=200)
+    held = race.speedup(rows, "detr", "sam_detr_smca", [0], 30, max_iter=200, held=True)
+    assert held.startswith("iterations to AP50 >= 30 from then on") and "seed 0: 2.0x (200 vs 100)" in held
     curves = race.curve_table(rows, ["detr", "sam_detr_smca", "dab_detr"]).splitlines()
-    assert curves[0] == "| variant | AP @100 | AP @200 |"
-    assert curves[2] == "| detr | 0.000 | 0.100 |" and curves[3] == "| sam_detr_smca | 0.250 | 0.650 |"
+    assert curves[0] == "| variant | AP50 @100 | AP50 @200 |"
+    assert curves[2] == "| detr | 0.0 | 20.0 |" and curves[3] == "| sam_detr_smca | 25.0 | 85.0 |"
     assert len(curves) == 4  # a variant without runs gets no row
+    reach = race.reach_table(rows, ["detr", "sam_detr_smca"], [0, 1], [30, 85], max_iter=200).splitlines()
+    assert reach[2] == "| detr | 200 / 200, >200 / >200 | >200 / >200, >200 / >200 |"
+    assert reach[3] == "| sam_detr_smca | 100 / 100, 200 / 200 | 200 / 200, >200 / >200 |"
+    assert race.fastest(rows, ["detr", "sam_detr_smca"], 30) == "sam_detr_smca"
+    assert race.fastest(rows, ["detr", "sam_detr_smca"], 85) is None  # not reached in every seed
+    final = race.summarise(rows, ["detr", "sam_detr_smca"], [0, 1]).splitlines()
+    assert final[3].startswith("| sam_detr_smca | 42.5 (40.0-45.0) | 85.0 (80.0-90.0) |")
+    text = race.report(rows, ["detr", "sam_detr_smca"], [0, 1], [30, 85], max_iter=200)
+    assert "AP50 85: no variant reaches it in every seed" in text
 
 
 def test_analyze_model_counts_parameters_and_flops(tmp_path):
