@@ -16,17 +16,18 @@ attention"). After the layer, the anchor is refined in logit space by the shared
 from the layer's raw (not ``norm``-ed) output f_l, and detached before it feeds layer l+1; the
 non-detached A_{l+1} is returned so that the box predicted at level l+1 trains layer l.
 
-The decoder layer is Conditional DETR's (:class:`cond_detr.ConditionalDecoderLayer`), built with PReLU
-and dropout 0 and fed the anchor-derived ``query_pos`` and ``query_sine_embed``. Batch-first tensors.
+The decoder layer is the conditional attention layer of :class:`detr_core.ConditionalDecoderLayer`, built
+with PReLU and dropout 0 and fed the anchor-derived ``query_pos`` and ``query_sine_embed``. Batch-first tensors.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from cond_detr.conditional_spatial_query import ConditionalDecoderLayer, conditional_decoder_layers
+from detr_core.conditional_attention import ConditionalDecoderLayer, conditional_decoder_layers
+from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
 from detr_core.transformer import MLP, TransformerEncoder, TransformerEncoderLayer, inverse_sigmoid, xavier_init_
 
@@ -117,7 +118,7 @@ class AnchorBoxDecoder(nn.Module):
         attn_bias: Optional[torch.Tensor],
         bbox_embed: nn.Module,
         need_weights: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+    ) -> DecoderOutput:
         """
         Args:
             tgt: (B, Q, d) content queries (zeros, or the pattern embeddings).
@@ -128,16 +129,16 @@ class AnchorBoxDecoder(nn.Module):
             need_weights: also return the cross-attention maps.
 
         Returns:
-            hs (L, B, Q, d) normed outputs; references (L, B, Q, 4): the anchors each layer's output is
-            relative to, [A_0, A_1, ..., A_{L-1}] with A_0 = sigmoid(anchors_unsigmoid) and A_{l≥1} not
-            detached; a dict of per-layer maps (L × (B, M, Q, HW)): ``cross_attn`` and ``spatial_attn``
-            (the width/height-modulated positional attention alone) when ``need_weights``, else empty lists.
+            ``hs`` (L, B, Q, d) normed outputs; ``references`` (L, B, Q, 4): the anchors each layer's output
+            is relative to, [A_0, A_1, ..., A_{L-1}] with A_0 = sigmoid(anchors_unsigmoid) and A_{l≥1} not
+            detached; with ``need_weights`` the ``cross_attn`` and ``spatial_attn`` (the width/height-modulated
+            positional attention alone, paper Fig. 6) maps of every layer.
         """
         d = self.d_model
         anchors = anchors_unsigmoid.sigmoid()
         references = [anchors]
         output = tgt
-        intermediate, maps = [], {"cross_attn": [], "spatial_attn": []}
+        intermediate, layer_maps = [], []
         num_layers = len(self.layers)
         for layer_id, layer in enumerate(self.layers):
             sine = sine_embedding(anchors, num_feats=d // 2)  # (B, Q, 2d): y, x, w, h
@@ -148,18 +149,17 @@ class AnchorBoxDecoder(nn.Module):
             # (w_ref, h_ref) from the layer input (zeros or patterns at layer 0, as upstream).
             ref_wh = self.ref_anchor_head(output).sigmoid()
             query_sine_embed = modulate_hw(query_sine_embed, ref_wh, anchors[..., 2:])
-            if need_weights:  # the width/height-modulated positional attention (paper Fig. 6)
-                maps["spatial_attn"].append(layer.spatial_attention(pos, query_sine_embed, attn_bias))
-            output, weights = layer(output, memory, pos, query_pos, query_sine_embed, attn_bias, need_weights)
+            output, maps = layer(output, query_pos, memory, pos, query_sine_embed, attn_bias, need_weights=need_weights)
             # Layer-wise anchor refinement in logit space, from the raw (un-normed) output.
             new_anchors = (bbox_embed(output) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
             if layer_id < num_layers - 1:
                 references.append(new_anchors)
             anchors = new_anchors.detach()
             intermediate.append(self.norm(output))
-            if need_weights:
-                maps["cross_attn"].append(weights)
-        return torch.stack(intermediate), torch.stack(references), maps
+            layer_maps.append(maps)
+        return DecoderOutput(
+            torch.stack(intermediate), memory, torch.stack(references), **DecoderOutput.collect(layer_maps)
+        )
 
 
 class DABDETRTransformer(nn.Module):
@@ -208,7 +208,7 @@ class DABDETRTransformer(nn.Module):
         refpoint_embed: torch.Tensor,
         bbox_embed: nn.Module,
         need_weights: bool = False,
-    ) -> Dict[str, object]:
+    ) -> DecoderOutput:
         """
         Args:
             src, pos: (B, HW, d) projected features and image position encoding (temperature 20).
@@ -217,8 +217,8 @@ class DABDETRTransformer(nn.Module):
             bbox_embed: the model's shared box head (anchor updates).
 
         Returns:
-            dict with ``hs`` (L, B, Q', d), ``references`` (L, B, Q', 4), ``memory`` (B, HW, d),
-            ``cross_attn`` and ``spatial_attn`` (lists, empty unless ``need_weights``); Q' = Q · max(1, num_patterns).
+            the decoder's :class:`DecoderOutput` (see :meth:`AnchorBoxDecoder.forward`) over
+            Q' = Q · max(1, num_patterns) queries.
         """
         bsz = src.shape[0]
         memory = self.encoder(src, pos, attn_bias)
@@ -229,5 +229,4 @@ class DABDETRTransformer(nn.Module):
             anchors = refpoint_embed
             tgt = refpoint_embed.new_zeros(bsz, refpoint_embed.shape[0], self.d_model)
         anchors = anchors.unsqueeze(0).expand(bsz, -1, -1)
-        hs, references, maps = self.decoder(tgt, memory, pos, anchors, attn_bias, bbox_embed, need_weights)
-        return {"hs": hs, "references": references, "memory": memory, **maps}
+        return self.decoder(tgt, memory, pos, anchors, attn_bias, bbox_embed, need_weights)

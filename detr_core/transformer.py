@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadAttention
+from .outputs import DecoderOutput
 
 __all__ = [
     "MLP",
@@ -21,6 +22,8 @@ __all__ = [
     "xavier_init_",
     "inverse_sigmoid",
     "clone_layers",
+    "PostNormLayer",
+    "PostNormDecoderLayer",
     "TransformerEncoderLayer",
     "TransformerEncoder",
     "DETRDecoderLayer",
@@ -73,7 +76,39 @@ def clone_layers(layer: nn.Module, num: int) -> nn.ModuleList:
     return nn.ModuleList(copy.deepcopy(layer) for _ in range(num))
 
 
-class TransformerEncoderLayer(nn.Module):
+class PostNormLayer(nn.Module):
+    """The skeleton of every post-norm transformer layer here: attention steps, each added back through
+    dropout and a LayerNorm (``norm{i}(x + dropout{i}(update))``), then the same for the FFN
+    ``linear2(dropout(activation(linear1(x))))``.
+
+    A layer builds its attention modules first (official names: ``self_attn``, ``multihead_attn``,
+    ``ca_*_proj``, ``cross_attn`` ...) and then calls :meth:`build_ffn`, which creates the official
+    ``linear1``, ``dropout``, ``linear2``, ``norm1..n``, ``dropout1..n`` and ``activation``, in the
+    official order (so seeded initialisation is unchanged too).
+    """
+
+    def build_ffn(self, d_model: int, dim_feedforward: int, dropout: float, activation: str, num_steps: int) -> None:
+        """FFN and one (norm, dropout) pair per step; ``num_steps`` counts the attention steps + the FFN."""
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        for step in range(1, num_steps + 1):
+            setattr(self, f"norm{step}", nn.LayerNorm(d_model))
+        for step in range(1, num_steps + 1):
+            setattr(self, f"dropout{step}", nn.Dropout(dropout))
+        self.activation = build_activation(activation)
+        self.num_steps = num_steps
+
+    def residual(self, step: int, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """``norm{step}(x + dropout{step}(update))``."""
+        return getattr(self, f"norm{step}")(x + getattr(self, f"dropout{step}")(update))
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """The last step: the feed-forward network with its residual and LayerNorm."""
+        return self.residual(self.num_steps, x, self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerEncoderLayer(PostNormLayer):
     """Post-norm encoder layer: q = k = src + pos, v = src; residual + LayerNorm; FFN; residual + LayerNorm."""
 
     def __init__(
@@ -81,21 +116,16 @@ class TransformerEncoderLayer(nn.Module):
     ):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.activation = build_activation(activation)
+        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=2)
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """src, pos: (B, HW, C); attn_bias: (B, 1, 1, HW) padding bias."""
+    def self_attention(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor], **context):
         qk = src + pos
-        src = self.norm1(src + self.dropout1(self.self_attn(qk, qk, src, attn_bias)[0]))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
-        return self.norm2(src + self.dropout2(ffn))
+        return self.self_attn(qk, qk, src, attn_bias)[0]
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor], **context) -> torch.Tensor:
+        """src, pos: (B, HW, C); attn_bias: (B, 1, 1, HW) padding bias; ``context`` goes to
+        :meth:`self_attention` (e.g. the level sizes of a multi-scale encoder)."""
+        return self.ffn(self.residual(1, src, self.self_attention(src, pos, attn_bias, **context)))
 
 
 class TransformerEncoder(nn.Module):
@@ -109,15 +139,37 @@ class TransformerEncoder(nn.Module):
         self.layers = clone_layers(layer, num_layers)
         self.query_scale = query_scale
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor], **context) -> torch.Tensor:
         for layer in self.layers:
             layer_pos = pos if self.query_scale is None else pos * self.query_scale(src)
-            src = layer(src, layer_pos, attn_bias)
+            src = layer(src, layer_pos, attn_bias, **context)
         return src
 
 
-class DETRDecoderLayer(nn.Module):
-    """Vanilla DETR post-norm decoder layer; ``cross_attn_bias`` lets SMCA add its Gaussian prior."""
+class PostNormDecoderLayer(PostNormLayer):
+    """Decoder layer skeleton: self-attention over the queries → cross-attention to the memory → FFN.
+
+    A variant overrides :meth:`self_attention` (returns the update) and :meth:`cross_attention` (returns
+    the update and a dict of diagnostic maps, see :class:`detr_core.outputs.DecoderOutput`); everything
+    else (residuals, LayerNorms, dropouts, FFN) is shared.
+    """
+
+    def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def cross_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor, *context, need_weights: bool = False):
+        raise NotImplementedError
+
+    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, *context, need_weights: bool = False):
+        """tgt, query_pos: (B, Q, C); ``context``: what the variant's cross-attention reads (memory, its
+        positions, biases ...). Returns the updated (B, Q, C) queries and the cross-attention's maps."""
+        tgt = self.residual(1, tgt, self.self_attention(tgt, query_pos))
+        update, maps = self.cross_attention(tgt, query_pos, *context, need_weights=need_weights)
+        return self.ffn(self.residual(2, tgt, update)), maps
+
+
+class DETRDecoderLayer(PostNormDecoderLayer):
+    """Vanilla DETR post-norm decoder layer (``self_attn``, ``multihead_attn``)."""
 
     def __init__(
         self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: str = "relu"
@@ -125,33 +177,16 @@ class DETRDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-        self.activation = build_activation(activation)
+        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=3)
 
     def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
         qk = tgt + query_pos
-        return self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)[0]))
+        return self.self_attn(qk, qk, tgt)[0]
 
-    def cross_attention(self, tgt, memory, pos, query_pos, attn_bias, need_weights: bool = False):
+    def cross_attention(self, tgt, query_pos, memory, pos, attn_bias, *context, need_weights: bool = False):
+        """memory, pos: (B, HW, C); attn_bias broadcastable to (B, H, Q, HW)."""
         out, weights = self.multihead_attn(tgt + query_pos, memory + pos, memory, attn_bias, need_weights)
-        return self.norm2(tgt + self.dropout2(out)), weights
-
-    def ffn(self, tgt: torch.Tensor) -> torch.Tensor:
-        return self.norm3(tgt + self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(tgt))))))
-
-    def forward(self, tgt, memory, pos, query_pos, attn_bias, need_weights: bool = False):
-        """tgt, query_pos: (B, Q, C); memory, pos: (B, HW, C); attn_bias broadcastable to (B, H, Q, HW)."""
-        tgt = self.self_attention(tgt, query_pos)
-        tgt, weights = self.cross_attention(tgt, memory, pos, query_pos, attn_bias, need_weights)
-        return self.ffn(tgt), weights
+        return out, ({"cross_attn": weights} if need_weights else {})
 
 
 class DETRDecoder(nn.Module):
@@ -162,16 +197,16 @@ class DETRDecoder(nn.Module):
         self.layers = clone_layers(layer, num_layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, pos, query_pos, attn_bias, need_weights: bool = False):
-        """Returns (L, B, Q, C) normed outputs of every layer and a list of cross-attention maps (or [])."""
+    def forward(self, tgt, memory, pos, query_pos, attn_bias, need_weights: bool = False) -> DecoderOutput:
+        """Returns the (L, B, Q, C) normed outputs of every layer and, with ``need_weights``, the
+        cross-attention maps, as a :class:`DecoderOutput`."""
         intermediate: List[torch.Tensor] = []
-        maps = []
+        layer_maps = []
         for layer in self.layers:
-            tgt, weights = layer(tgt, memory, pos, query_pos, attn_bias, need_weights)
+            tgt, maps = layer(tgt, query_pos, memory, pos, attn_bias, need_weights=need_weights)
             intermediate.append(self.norm(tgt))
-            if need_weights:
-                maps.append(weights)
-        return torch.stack(intermediate), maps
+            layer_maps.append(maps)
+        return DecoderOutput(torch.stack(intermediate), memory, **DecoderOutput.collect(layer_maps))
 
 
 class DETRTransformer(nn.Module):
@@ -197,13 +232,8 @@ class DETRTransformer(nn.Module):
         )
         xavier_init_(self)
 
-    def forward(self, src, pos, attn_bias, query_pos, need_weights: bool = False):
-        """src, pos: (B, HW, C); attn_bias: (B, 1, 1, HW); query_pos: (Q, C).
-
-        Returns hs (L, B, Q, C), memory (B, HW, C) and the decoder cross-attention maps (or []).
-        """
+    def forward(self, src, pos, attn_bias, query_pos, need_weights: bool = False) -> DecoderOutput:
+        """src, pos: (B, HW, C); attn_bias: (B, 1, 1, HW); query_pos: (Q, C). See :class:`DETRDecoder`."""
         memory = self.encoder(src, pos, attn_bias)
         query_pos = query_pos.unsqueeze(0).expand(src.shape[0], -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        hs, maps = self.decoder(tgt, memory, pos, query_pos, attn_bias, need_weights)
-        return hs, memory, maps
+        return self.decoder(torch.zeros_like(query_pos), memory, pos, query_pos, attn_bias, need_weights)

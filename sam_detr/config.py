@@ -30,6 +30,7 @@ def add_sam_detr_config(cfg: CN) -> None:
         L1_WEIGHT=5.0,
         GIOU_WEIGHT=2.0,
         TEST_TOPK=100,
+        PE_OFFSET=-0.5,
     )
     node.SMCA = False
     node.SMCA_BETA = 8.0

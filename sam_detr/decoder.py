@@ -9,20 +9,22 @@ one to one.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detr_core.attention import ConditionalSelfAttention, ProjectedAttention, padding_bias
+from detr_core.attention import ProjectedAttention, padding_bias
+from detr_core.conditional_attention import ConditionalSelfAttention
+from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
 from detr_core.spatial_prior import FeatureGrid, feature_grid, gaussian_log_prior
 from detr_core.transformer import (
     MLP,
+    PostNormDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
-    build_activation,
     clone_layers,
     xavier_init_,
 )
@@ -53,7 +55,7 @@ class SharedKeyAttention(ProjectedAttention):
         """
         bsz, num_queries, num_heads, dim = query.shape
         len_k = key.shape[1]
-        dropout_p = self.dropout if self.training else 0.0
+        dropout_p = self.dropout_p
         q = query.transpose(1, 2)  # (B, M, N, D)
         v = value.view(bsz, len_k, num_heads, -1).transpose(1, 2)  # (B, M, HW, Dv)
         if attn_bias is not None and attn_bias.dtype != q.dtype:
@@ -74,7 +76,7 @@ class SharedKeyAttention(ProjectedAttention):
         return self.out_proj(out), weights
 
 
-class SAMDecoderLayer(nn.Module):
+class SAMDecoderLayer(PostNormDecoderLayer):
     """Post-norm decoder layer: conditional self-attention → Semantics Aligner → cross-attention → FFN.
 
     Args:
@@ -105,8 +107,6 @@ class SAMDecoderLayer(nn.Module):
         self.smca_beta = smca_beta
         # Self-attention over queries (Conditional DETR style: separate content/position projections).
         self.self_attn = ConditionalSelfAttention(d_model, nhead, dropout=dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(d_model)
         # Semantics Aligner: queries resampled from the memory at salient points.
         self.semantics_aligner = SemanticsAligner(
             d_model, nhead, roi_size, point_channels, point_hidden_dims, predict_scales=smca
@@ -118,17 +118,12 @@ class SAMDecoderLayer(nn.Module):
         self.ca_qpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.ca_kpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.cross_attn = SharedKeyAttention(nhead * d_model, nhead, dropout=dropout, value_dim=d_model)
-        self.dropout2 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(d_model)
-        # FFN
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout3 = nn.Dropout(dropout)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.activation = build_activation(activation)
+        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=3)
 
-    def forward(
+    def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        return self.self_attn(tgt, query_pos)[0]
+
+    def cross_attention(
         self,
         tgt: torch.Tensor,
         query_pos: torch.Tensor,
@@ -143,18 +138,15 @@ class SAMDecoderLayer(nn.Module):
     ):
         """
         Args:
-            tgt: (B, N, d) content queries; query_pos: (B, N, d) sine of the reference centres.
+            tgt: (B, N, d) queries after self-attention; query_pos: (B, N, d) sine of the reference centres.
             ref_boxes: (B, N, 4) reference boxes, cxcywh in [0, 1] of the unpadded image.
             memory, pos: (B, HW, d) encoder memory and its position encoding; memory_2d (B, d, H, W).
             valid_ratio: (B, 4); attn_bias: (B, 1, 1, HW) padding bias.
             grid: the memory's cell centres (x + ½, y + ½) as a :class:`FeatureGrid`, needed with SMCA.
         Returns:
-            (B, N, d) output and a dict with ``points`` (B, N, M, 2) and, with ``need_weights``,
-            ``cross_attn`` (B, M, N, HW).
+            the (B, N, d) update and, with ``need_weights``, the maps ``cross_attn`` (B, M, N, HW) and
+            ``points`` (B, N, M, 2), the salient points.
         """
-        sa, _ = self.self_attn(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(sa))
-
         aligned = self.semantics_aligner(tgt, memory_2d, ref_boxes, valid_ratio)
         if self.smca:
             height, width = memory_2d.shape[-2:]
@@ -166,15 +158,8 @@ class SAMDecoderLayer(nn.Module):
 
         query = self.ca_qcontent_proj(aligned["query"]) + self.ca_qpos_sine_proj(aligned["query_pos"])  # (B,N,M,d)
         key = self.ca_kcontent_proj(memory) + self.ca_kpos_sine_proj(pos)  # (B, HW, d), shared by the heads
-        ca, weights = self.cross_attn(query, key, self.ca_v_proj(memory), attn_bias, need_weights)
-        tgt = self.norm2(tgt + self.dropout2(ca))
-
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(tgt))))
-        tgt = self.norm3(tgt + self.dropout3(ffn))
-        extra = {"points": aligned["points"]}
-        if need_weights:
-            extra["cross_attn"] = weights
-        return tgt, extra
+        out, weights = self.cross_attn(query, key, self.ca_v_proj(memory), attn_bias, need_weights)
+        return out, ({"cross_attn": weights, "points": aligned["points"]} if need_weights else {})
 
 
 class SAMDecoder(nn.Module):
@@ -198,7 +183,7 @@ class SAMDecoder(nn.Module):
         query_embed: torch.Tensor,
         bbox_embed: nn.ModuleList,
         need_weights: bool = False,
-    ) -> Dict[str, torch.Tensor]:
+    ) -> DecoderOutput:
         """
         Args:
             memory, pos: (B, HW, d); mask: (B, H, W) bool padding mask of the feature map.
@@ -206,8 +191,8 @@ class SAMDecoder(nn.Module):
             bbox_embed: the per-layer box heads (owned by the meta-architecture, not by this module).
         Returns:
             ``hs`` (L, B, N, d) layer outputs, ``references`` (L, B, N, 4) the boxes each layer used,
-            ``box_deltas`` (L, B, N, 4) ``bbox_embed[ℓ](hs[ℓ])``, ``points`` (L, B, N, M, 2) salient points,
-            and with ``need_weights`` ``cross_attn``: L × (B, M, N, HW).
+            ``box_deltas`` (L, B, N, 4) ``bbox_embed[ℓ](hs[ℓ])``, and with ``need_weights`` the
+            ``cross_attn`` and ``points`` (salient points) of every layer.
         """
         bsz, hw, d_model = memory.shape
         height, width = mask.shape[-2:]
@@ -220,7 +205,7 @@ class SAMDecoder(nn.Module):
 
         tgt = memory.new_zeros(bsz, query_embed.shape[0], d_model)
         ref_logits = query_embed.unsqueeze(0).expand(bsz, -1, -1)
-        hs, refs, deltas, points, maps = [], [], [], [], []
+        hs, refs, deltas, layer_maps = [], [], [], []
         for idx, layer in enumerate(self.layers):
             if idx == 0:
                 ref_boxes = ref_logits.sigmoid()
@@ -232,24 +217,20 @@ class SAMDecoder(nn.Module):
                 ref_logits = ref_logits.detach()
             with torch.no_grad():
                 query_pos = sine_embedding(ref_boxes[..., :2], d_model // 2)
-            tgt, extra = layer(
-                tgt, query_pos, ref_boxes, memory, memory_2d, pos, valid_ratio, attn_bias, grid, need_weights
+            tgt, maps = layer(
+                tgt, query_pos, ref_boxes, memory, memory_2d, pos, valid_ratio, attn_bias, grid, need_weights=need_weights
             )
             hs.append(tgt)
             refs.append(ref_boxes)
-            points.append(extra["points"])
-            if need_weights:
-                maps.append(extra["cross_attn"])
+            layer_maps.append(maps)
         deltas.append(bbox_embed[self.num_layers - 1](tgt))
-        out = {
-            "hs": torch.stack(hs),
-            "references": torch.stack(refs),
-            "box_deltas": torch.stack(deltas),
-            "points": torch.stack(points),
-        }
-        if need_weights:
-            out["cross_attn"] = maps
-        return out
+        return DecoderOutput(
+            torch.stack(hs),
+            memory,
+            torch.stack(refs),
+            box_deltas=torch.stack(deltas),
+            **DecoderOutput.collect(layer_maps),
+        )
 
 
 class SAMDETRTransformer(nn.Module):
@@ -312,10 +293,7 @@ class SAMDETRTransformer(nn.Module):
         query_embed: torch.Tensor,
         bbox_embed: nn.ModuleList,
         need_weights: bool = False,
-    ) -> Dict[str, torch.Tensor]:
-        """src, pos: (B, HW, d); mask: (B, H, W); query_embed: (N, 4). See :meth:`SAMDecoder.forward`;
-        the returned dict also holds ``memory`` (B, HW, d)."""
+    ) -> DecoderOutput:
+        """src, pos: (B, HW, d); mask: (B, H, W); query_embed: (N, 4). See :meth:`SAMDecoder.forward`."""
         memory = self.encoder(src, pos, padding_bias(mask.flatten(1)))
-        out = self.decoder(memory, pos, mask, query_embed, bbox_embed, need_weights)
-        out["memory"] = memory
-        return out
+        return self.decoder(memory, pos, mask, query_embed, bbox_embed, need_weights)

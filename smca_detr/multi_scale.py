@@ -31,11 +31,10 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from detr_core.attention import MultiheadAttention, multi_head_attention, padding_bias
-from detr_core.spatial_prior import FeatureGrid, feature_grid
+from detr_core.attention import MultiheadAttention, padding_bias
+from detr_core.spatial_prior import feature_grid
 from detr_core.transformer import TransformerEncoderLayer
 
 from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder, init_smca_transformer_
@@ -74,31 +73,20 @@ class MultiScaleEncoderLayer(TransformerEncoderLayer):
             raise ValueError(f"encoder layer type must be one of {ENCODER_LAYER_TYPES}, got {scope!r}")
         self.scope = scope
 
-    def forward(
-        self, src: torch.Tensor, pos: torch.Tensor, attn_bias: torch.Tensor, level_sizes: Sequence[int]
-    ) -> torch.Tensor:
+    def self_attention(self, src, pos, attn_bias, level_sizes: Sequence[int]) -> torch.Tensor:
         """src, pos: (B, ΣHW, C); attn_bias: (B, 1, 1, ΣHW) padding bias; level_sizes: tokens per level."""
         qk = src + pos
         if self.scope == "multi":
-            attn = self.self_attn(qk, qk, src, attn_bias)[0]
-        else:
-            attn = self.intra_scale_attention(qk, src, attn_bias, list(level_sizes))
-        src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
-        return self.norm2(src + self.dropout2(ffn))
-
+            return self.self_attn(qk, qk, src, attn_bias)[0]
+        return self.intra_scale_attention(qk, src, attn_bias, list(level_sizes))
 
     def intra_scale_attention(self, qk, value, attn_bias, sizes: List[int]) -> torch.Tensor:
         """Self-attention within each level: q/k/v projected once for all tokens, one fused attention
         call per level, ``out_proj`` once."""
         mha = self.self_attn
-        e = mha.embed_dim
-        w, b = mha.in_proj_weight, mha.in_proj_bias
-        q, k = F.linear(qk, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
-        v = F.linear(value, w[2 * e :], b[2 * e :])
-        dropout = mha.dropout if self.training else 0.0
+        q, k, v = mha.in_projection(qk, qk, value)
         outs = [
-            multi_head_attention(q_l, k_l, v_l, mha.num_heads, b_l, dropout)[0]
+            mha.attend(q_l, k_l, v_l, b_l)[0]
             for q_l, k_l, v_l, b_l in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1), attn_bias.split(sizes, -1))
         ]
         return mha.out_proj(torch.cat(outs, dim=1))
@@ -117,7 +105,7 @@ class MultiScaleEncoder(nn.Module):
 
     def forward(self, src, pos, attn_bias, level_sizes):
         for layer in self.layers:
-            src = layer(src, pos, attn_bias, level_sizes)
+            src = layer(src, pos, attn_bias, level_sizes=level_sizes)
         return src
 
 
@@ -151,18 +139,13 @@ class ScaleSelectionAttention(MultiheadAttention):
             (B, Q, E) output and, with ``need_weights``, (B, M, Q, ΣHW) α-weighted attention probabilities
             (each level's block sums to α_j, the whole row to 1).
         """
-        e = self.embed_dim
-        w, b = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(query, w[:e], b[:e])
-        k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
-        v = F.linear(value, w[2 * e :], b[2 * e :])
+        q, k, v = self.in_projection(query, key, value)
         sizes = list(level_sizes)
         biases = [None] * len(sizes) if attn_bias is None else attn_bias.split(sizes, -1)
-        dropout = self.dropout if self.training else 0.0
         out = 0.0
         maps: List[torch.Tensor] = []
         for level, (k_l, v_l, b_l) in enumerate(zip(k.split(sizes, 1), v.split(sizes, 1), biases)):
-            o_l, w_l = multi_head_attention(q, k_l, v_l, self.num_heads, b_l, dropout, need_weights=need_weights)
+            o_l, w_l = self.attend(q, k_l, v_l, b_l, need_weights)
             alpha = scale_weights[..., level : level + 1].to(o_l.dtype)  # (B, Q, 1)
             out = out + alpha * o_l
             if need_weights:
@@ -206,46 +189,18 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
         self.multihead_attn = ScaleSelectionAttention(d_model, nhead, dropout=dropout)
         self.scale_selection = nn.Linear(d_model, num_levels)
 
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        query_pos: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        grids: Sequence[FeatureGrid],
-        image_cells: torch.Tensor,
-        reference: Optional[torch.Tensor] = None,
-        need_weights: bool = False,
-    ):
-        """As :meth:`SMCADecoderLayer.forward`, with ``memory``/``pos`` holding all levels' keys
-        concatenated, one grid per level, and ``grids``/``image_cells`` in reference-level cells.
-        With ``need_weights`` the maps also hold ``scale_weights`` (B, Q, L)."""
-        out = self.norm4(tgt + query_pos)
-        offsets = self.head_offsets(out)
-        scale_weights = self.scale_selection(out).softmax(-1)  # (B, Q, L)
-        tgt = self.self_attention(tgt, query_pos)
-        reference, ref_logit = self.reference_centers(out, image_cells, reference)
-        centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
-        scales = self.head_scales(out)
-        log_prior = self.spatial_prior(centers, scales, grids)
-        bias = log_prior if attn_bias is None else log_prior + attn_bias
+    def scale_weights(self, out: torch.Tensor) -> torch.Tensor:
+        """α = softmax(scale_selection(out)) (B, Q, L), from the layer's LN4(tgt + query_pos)."""
+        return self.scale_selection(out).softmax(-1)
+
+    def cross_attention(self, tgt, query_pos, memory, pos, attn_bias, grids, scale_weights, need_weights=False):
+        """Scale-selection attention over all levels' keys (``memory``/``pos`` concatenated, one grid per
+        level). With ``need_weights`` the maps also hold ``scale_weights`` (B, Q, L)."""
         level_sizes = [grid.numel for grid in grids]
         attn, weights = self.multihead_attn(
-            tgt + query_pos, memory + pos, memory, bias, scale_weights, level_sizes, need_weights
+            tgt + query_pos, memory + pos, memory, attn_bias, scale_weights, level_sizes, need_weights
         )
-        tgt = self.norm2(tgt + self.dropout2(attn))
-        tgt = self.ffn(tgt)
-        info = {}
-        if need_weights:
-            info = {
-                "cross_attn": weights,
-                "log_prior": log_prior,
-                "head_centers": centers.squeeze(2) if centers.shape[2] == 1 else centers,
-                "head_scales": None if scales is None else (scales.squeeze(2) if scales.shape[2] == 1 else scales),
-                "scale_weights": scale_weights,
-            }
-        return tgt, reference, ref_logit, info
+        return attn, ({"cross_attn": weights, "scale_weights": scale_weights} if need_weights else {})
 
 
 class MultiScaleSMCATransformer(nn.Module):
@@ -323,7 +278,7 @@ class MultiScaleSMCATransformer(nn.Module):
             query_pos: (Q, C); image_wh: (B, 2) unpadded (w, h) pixels; strides: per level.
 
         Returns:
-            hs (L, B, Q, C), ref_logit (B, Q, 2), per-layer maps (empty unless need_weights).
+            the decoder's :class:`DecoderOutput` (``reference_logits``: the layer-0 centre logit (B, Q, 2)).
         """
         if len(srcs) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} feature levels, got {len(srcs)}")

@@ -25,12 +25,13 @@ Tensors are batch-first (B, L, C); the Gaussian map is computed with
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from detr_core.attention import padding_bias
+from detr_core.outputs import DecoderOutput
 from detr_core.spatial_prior import FeatureGrid, axis_square_distances, feature_grid, gaussian_log_prior
 from detr_core.transformer import (
     MLP,
@@ -134,6 +135,10 @@ class SMCADecoderLayer(DETRDecoderLayer):
         """(B, Q, C) -> (B, Q, S, M, 2) centre offsets (dx, dy) per offset set and head."""
         return self.point2(out).unflatten(-1, (self.num_offset_sets, self.nhead, 2))
 
+    def scale_weights(self, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """Scale-selection weights α (B, Q, levels) of the multi-scale layer; None on a single scale."""
+        return None
+
     def head_scales(self, out: torch.Tensor) -> Optional[torch.Tensor]:
         """(B, Q, C) -> (B, Q, S, M, K) raw scales, or None for type1."""
         if self.point3 is None:
@@ -174,9 +179,9 @@ class SMCADecoderLayer(DETRDecoderLayer):
     def forward(
         self,
         tgt: torch.Tensor,
+        query_pos: torch.Tensor,
         memory: torch.Tensor,
         pos: torch.Tensor,
-        query_pos: torch.Tensor,
         attn_bias: Optional[torch.Tensor],
         grids: Sequence[FeatureGrid],
         image_cells: torch.Tensor,
@@ -193,36 +198,30 @@ class SMCADecoderLayer(DETRDecoderLayer):
             reference: (B, Q, 2) centre from layer 0 (None for layer 0 itself).
 
         Returns:
-            tgt (B, Q, C), reference (B, Q, 2), ref_logit (B, Q, 2) or None, and a dict of maps when
-            ``need_weights``: ``cross_attn`` (B, M, Q, HW), ``log_prior`` (B, M, Q, HW), ``head_centers``
-            (B, Q, M, 2) and ``head_scales`` (B, Q, M, K) or None.
+            tgt (B, Q, C), reference (B, Q, 2), ref_logit (B, Q, 2) or None, and the layer's maps (see
+            :class:`DecoderOutput`): with ``need_weights`` ``cross_attn``, ``log_prior`` (B, M, Q, HW) and
+            ``points``, the per-head centres normalised to the unpadded image.
         """
+        # Everything spatial comes from out = LN4(tgt + query_pos), the layer's input (spec §2).
         out = self.norm4(tgt + query_pos)
         offsets = self.head_offsets(out)
-        tgt = self.self_attention(tgt, query_pos)
+        scale_weights = self.scale_weights(out)
         reference, ref_logit = self.reference_centers(out, image_cells, reference)
         centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
-        scales = self.head_scales(out)
-        log_prior = self.spatial_prior(centers, scales, grids)
+        log_prior = self.spatial_prior(centers, self.head_scales(out), grids)
         bias = log_prior if attn_bias is None else log_prior + attn_bias
-        tgt, weights = self.cross_attention(tgt, memory, pos, query_pos, bias, need_weights)
-        tgt = self.ffn(tgt)
-        info = {}
+        tgt, maps = super().forward(tgt, query_pos, memory, pos, bias, grids, scale_weights, need_weights=need_weights)
         if need_weights:
-            info = {
-                "cross_attn": weights,
-                "log_prior": log_prior,
-                "head_centers": centers.squeeze(2) if centers.shape[2] == 1 else centers,
-                "head_scales": None if scales is None else (scales.squeeze(2) if scales.shape[2] == 1 else scales),
-            }
-        return tgt, reference, ref_logit, info
+            points = centers / image_cells[:, :, None, None, :]
+            maps.update(log_prior=log_prior, points=points.squeeze(2) if points.shape[2] == 1 else points)
+        return tgt, reference, ref_logit, maps
 
 
 class SMCADecoder(nn.Module):
     """SMCA decoder layers (layer 0 predicts the centre) and DETR's shared final LayerNorm.
 
     Returns the normed output of every layer, the layer-0 centre logit used by the box head, and, with
-    ``need_weights``, the per-layer maps of :class:`SMCADecoderLayer` as lists.
+    ``need_weights``, the per-layer maps of :class:`SMCADecoderLayer`, as a :class:`DecoderOutput`.
     """
 
     def __init__(self, layers: Sequence[SMCADecoderLayer], d_model: int):
@@ -232,20 +231,21 @@ class SMCADecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights=False):
+    def forward(self, tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights=False) -> DecoderOutput:
         intermediate: List[torch.Tensor] = []
-        maps: Dict[str, list] = {}
+        layer_maps = []
         reference = ref_logit = None
         for layer in self.layers:
-            tgt, reference, logit, info = layer(
-                tgt, memory, pos, query_pos, attn_bias, grids, image_cells, reference, need_weights
+            tgt, reference, logit, maps = layer(
+                tgt, query_pos, memory, pos, attn_bias, grids, image_cells, reference, need_weights=need_weights
             )
             if ref_logit is None:
                 ref_logit = logit
             intermediate.append(self.norm(tgt))
-            for key, value in info.items():
-                maps.setdefault(key, []).append(value)
-        return torch.stack(intermediate), ref_logit, maps
+            layer_maps.append(maps)
+        hs = torch.stack(intermediate)
+        references = ref_logit.sigmoid().expand(len(self.layers), *ref_logit.shape)
+        return DecoderOutput(hs, memory, references, ref_logit, **DecoderOutput.collect(layer_maps))
 
     def decode_queries(self, memory, pos, query_embed, attn_bias, grids, image_wh, stride, need_weights=False):
         """Run the decoder from the learned queries: zero content, ``query_embed`` (Q, C) as positions for
@@ -350,7 +350,7 @@ class SMCATransformer(nn.Module):
             strides: the feature map's stride.
 
         Returns:
-            hs (L, B, Q, C), ref_logit (B, Q, 2), and a dict of per-layer maps (empty unless need_weights).
+            the decoder's :class:`DecoderOutput` (``reference_logits``: the layer-0 centre logit (B, Q, 2)).
         """
         if len(srcs) != 1:
             raise ValueError(f"single-scale SMCA takes one feature map, got {len(srcs)}")

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from cond_detr import ConditionalDecoder, ConditionalDecoderLayer, ConditionalDETR
-from detr_core import inverse_sigmoid, padding_bias, sine_embedding
+from cond_detr import ConditionalDecoder, ConditionalDETR
+from detr_core import ConditionalDecoderLayer, inverse_sigmoid, padding_bias, sine_embedding
 from tests.cond_detr.tiny import tiny_cond_detr
 
 D, HEADS = 64, 2  # head dim 32 as in the R50 model → q/k head dim 64, logit scale 1/8
@@ -56,7 +56,8 @@ def test_cross_attention_is_per_head_concat_with_scale_one_eighth():
     tgt, memory, pos, query_pos, sine = inputs()
     mask = torch.tensor([[False, False, False, True, True]])  # two padded keys
     with torch.no_grad():
-        _, weights = layer(tgt, memory, pos, query_pos, sine, padding_bias(mask), need_weights=True)
+        _, maps = layer(tgt, query_pos, memory, pos, sine, padding_bias(mask), need_weights=True)
+    weights = maps["cross_attn"]
     q, k, v, bias = attn_in[0]
     c_q = normed[0]
     assert q.shape == (1, 3, 2 * D) and k.shape == (1, 5, 2 * D) and v.shape == (1, 5, D)
@@ -103,7 +104,7 @@ def test_first_layer_adds_query_and_key_positions_later_layers_do_not():
         attn_in = capture_inputs(layer.cross_attn)
         normed = capture_outputs(layer.norm1)
         with torch.no_grad():
-            layer(tgt, memory, pos, query_pos, sine, None)
+            layer(tgt, query_pos, memory, pos, sine, None)
         q, k, _, _ = attn_in[0]
         # content halves of head 0 and 1 (channels [0:32] and [64:96] of the 128-wide q / k)
         content = lambda x: torch.cat((x[..., 0:32], x[..., 64:96]), -1)  # noqa: E731
@@ -152,7 +153,8 @@ def test_decoder_spatial_query_lambda_from_raw_previous_output():
     scale_in = capture_inputs(decoder.query_scale)
     tgt, memory, pos, query_pos, _ = inputs(seed=3)
     with torch.no_grad():
-        hs, reference, _ = decoder(torch.zeros_like(tgt), memory, pos, query_pos, None)
+        out = decoder(torch.zeros_like(tgt), memory, pos, query_pos, None)
+        hs, reference = out.hs, out.references[0]
         expected_ref = decoder.ref_point_head(query_pos).sigmoid()
         sine = sine_embedding(expected_ref, num_feats=D // 2)
         torch.testing.assert_close(reference, expected_ref)
@@ -163,7 +165,7 @@ def test_decoder_spatial_query_lambda_from_raw_previous_output():
             torch.testing.assert_close(scale_in[lvl - 1][0], raw_prev)  # raw, not decoder.norm(raw)
             assert not torch.allclose(raw_prev, decoder.norm(raw_prev))
             torch.testing.assert_close(layer_in[lvl][0][4], sine * decoder.query_scale(raw_prev))
-            torch.testing.assert_close(layer_in[lvl][0][3], query_pos)  # o_q is every layer's query_pos
+            torch.testing.assert_close(layer_in[lvl][0][1], query_pos)  # o_q is every layer's query_pos
         # hs = decoder.norm of every layer's raw output
         for lvl in range(3):
             torch.testing.assert_close(hs[lvl], decoder.norm(layer_out[lvl][0][0]))
@@ -177,10 +179,11 @@ def test_boxes_offset_the_fixed_reference_in_logit_space_with_eps_1e5():
         model.transformer.decoder.ref_point_head.layers[-1].bias.fill_(-40.0)
         images = model.preprocess_image([{"image": torch.rand(3, 64, 64) * 255}])
         out = model.forward_images(images, need_weights=True)
-    assert out["reference"].shape == (1, 7, 2)
+    reference = out["decoder"].references
+    assert reference.shape == (2, 1, 7, 2) and torch.equal(reference[0], reference[1])
     boxes = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]] + [out["pred_boxes"]])
     assert torch.all(boxes[..., 2:] == 0.5)
-    expected_xy = torch.sigmoid(inverse_sigmoid(out["reference"], 1e-5)).expand_as(boxes[..., :2])
+    expected_xy = torch.sigmoid(inverse_sigmoid(reference, 1e-5))
     torch.testing.assert_close(boxes[..., :2], expected_xy)
     assert boxes[..., :2].max().item() == pytest.approx(1e-5, rel=1e-3)  # eps 1e-3 (DAB's) would give 1e-3
 
@@ -191,12 +194,13 @@ def test_need_weights_returns_maps_per_layer():
         images = model.preprocess_image([{"image": torch.rand(3, 64, 80) * 255}, {"image": torch.rand(3, 48, 48) * 255}])
         out = model.forward_images(images, need_weights=True)
         plain = model.forward_images(images)
-    assert len(out["cross_attn"]) == 2 and len(out["spatial_attn"]) == 2
-    h, w = out["mask"].shape[-2:]
-    for maps in out["cross_attn"] + out["spatial_attn"]:
+    dec = out["decoder"]
+    assert len(dec.cross_attn) == 2 and len(dec.spatial_attn) == 2
+    h, w = dec.masks[0].shape[-2:]
+    for maps in dec.cross_attn + dec.spatial_attn:
         assert maps.shape == (2, 4, 7, h * w)
         torch.testing.assert_close(maps.sum(-1), torch.ones(2, 4, 7))
-        assert torch.all(maps[1][:, :, out["mask"][1].flatten()] == 0)  # padded cells get no attention
+        assert torch.all(maps[1][:, :, dec.masks[0][1].flatten()] == 0)  # padded cells get no attention
     torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])  # the explicit path = the SDPA path
     torch.testing.assert_close(out["pred_logits"], plain["pred_logits"])
-    assert "cross_attn" not in plain and isinstance(model, ConditionalDETR)
+    assert "decoder" not in plain and isinstance(model, ConditionalDETR)

@@ -24,6 +24,7 @@ def tiny_cond_detr(num_classes=4, **overrides):
         num_classes=num_classes,
         num_queries=7,
         in_feature="res4",
+        test_topk=100,
         pixel_mean=MEAN,
         pixel_std=STD,
     )

@@ -4,9 +4,8 @@ import math
 import torch
 from torch import nn
 
-from cond_detr import ConditionalDecoderLayer
 from dab_detr import AnchorBoxDecoder, init_anchor_embedding, modulate_hw, tile_patterns
-from detr_core import MLP, inverse_sigmoid, sine_embedding
+from detr_core import MLP, ConditionalDecoderLayer, inverse_sigmoid, sine_embedding
 from tests.dab_detr.tiny import tiny_dab_detr
 
 D, HEADS = 32, 4
@@ -60,13 +59,14 @@ def test_decoder_step_by_step():
         layer.register_forward_hook(lambda m, args, out: layer_out.append(out[0]))
     tgt, memory, pos, anchors_logit = decoder_inputs()
     with torch.no_grad():
-        hs, references, _ = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+        out = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+        hs, references = out.hs, out.references
         assert hs.shape == (3, 2, 5, D) and references.shape == (3, 2, 5, 4)
         anchor = anchors_logit.sigmoid()
         prev = tgt
         for lvl in range(3):
             torch.testing.assert_close(references[lvl], anchor)
-            _, _, _, query_pos, spatial, _, _ = layer_in[lvl]
+            _, query_pos, _, _, spatial, _ = layer_in[lvl]
             sine = sine_embedding(anchor, num_feats=D // 2)  # (y, x, w, h)
             torch.testing.assert_close(query_pos, decoder.ref_point_head(sine))
             lam = 1.0 if lvl == 0 else decoder.query_scale(prev)
@@ -92,7 +92,8 @@ def test_anchor_update_is_detached_between_layers():
     tgt, memory, pos, anchors_logit = decoder_inputs()
     anchors_logit = anchors_logit.clone().requires_grad_(True)
 
-    hs, references, _ = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+    out = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+    hs, references = out.hs, out.references
     hs[1:].sum().backward(retain_graph=True)
     assert all(p.grad is None for p in bbox_embed.parameters())
     assert anchors_logit.grad is not None and anchors_logit.grad.abs().sum() > 0  # A_0 is not detached
@@ -111,8 +112,8 @@ def test_box_predictions_use_normed_output_and_non_detached_anchors_with_eps_1e3
         out = model.forward_images(images, need_weights=True)
     # zero-initialised last box layer: every level predicts its input anchor exactly
     levels = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]] + [out["pred_boxes"]])
-    torch.testing.assert_close(levels, out["anchors"])
-    torch.testing.assert_close(out["anchors"][0, 0], model.refpoint_embed.weight.sigmoid())
+    torch.testing.assert_close(levels, out["decoder"].references)
+    torch.testing.assert_close(out["decoder"].references[0, 0], model.refpoint_embed.weight.sigmoid())
     with torch.no_grad():
         model.refpoint_embed.weight.fill_(-40.0)  # saturated anchors: inverse_sigmoid clamps at eps = 1e-3
         out = model.forward_images(images)
@@ -153,7 +154,7 @@ def test_pattern_queries_share_anchors():
         images = model.preprocess_image([{"image": torch.rand(3, 64, 64) * 255}])
         out = model.forward_images(images, need_weights=True)
     assert out["pred_logits"].shape == (1, 14, 4)
-    anchors = out["anchors"][0, 0]  # layer-0 anchors (14, 4)
+    anchors = out["decoder"].references[0, 0]  # layer-0 anchors (14, 4)
     torch.testing.assert_close(anchors[:7], anchors[7:])
     assert not torch.allclose(out["pred_logits"][0, :7], out["pred_logits"][0, 7:])
 
@@ -176,11 +177,12 @@ def test_need_weights_maps_per_layer():
         images = model.preprocess_image([{"image": torch.rand(3, 64, 80) * 255}, {"image": torch.rand(3, 48, 48) * 255}])
         out = model.forward_images(images, need_weights=True)
         plain = model.forward_images(images)
-    h, w = out["mask"].shape[-2:]
-    assert len(out["cross_attn"]) == 2 and len(out["spatial_attn"]) == 2 and out["anchors"].shape == (2, 2, 7, 4)
-    for maps in out["cross_attn"] + out["spatial_attn"]:
+    dec = out["decoder"]
+    h, w = dec.masks[0].shape[-2:]
+    assert len(dec.cross_attn) == 2 and len(dec.spatial_attn) == 2 and dec.references.shape == (2, 2, 7, 4)
+    for maps in dec.cross_attn + dec.spatial_attn:
         assert maps.shape == (2, 4, 7, h * w)
         torch.testing.assert_close(maps.sum(-1), torch.ones(2, 4, 7))
-        assert torch.all(maps[1][:, :, out["mask"][1].flatten()] == 0)
+        assert torch.all(maps[1][:, :, dec.masks[0][1].flatten()] == 0)
     torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])
     torch.testing.assert_close(out["pred_logits"], plain["pred_logits"])

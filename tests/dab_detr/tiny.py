@@ -24,6 +24,7 @@ def tiny_dab_detr(num_classes=4, num_patterns=0, **overrides):
         num_classes=num_classes,
         num_queries=7,
         in_feature="res4",
+        test_topk=300,
         pixel_mean=MEAN,
         pixel_std=STD,
     )

@@ -109,9 +109,7 @@ def test_key_position_encoding_reproduces_upstream_float32_arithmetic():
 
 
 def _decoder_out(model, images, **kw):
-    ((feature, mask),) = model.backbone_features(images)
-    pos = model.position_encoding(mask).flatten(2).transpose(1, 2)
-    src = model.input_proj(feature).flatten(2).transpose(1, 2)
+    src, pos, mask = model.single_level_inputs(images)
     return model.transformer(src, pos, mask, model.query_embed.weight, model.bbox_embed, **kw)
 
 
@@ -128,7 +126,7 @@ def test_reference_boxes_layer0_keeps_gradient_later_layers_detached(smca):
         for head in model.bbox_embed:
             torch.nn.init.normal_(head.layers[-1].weight, std=0.1)
     out = _decoder_out(model, _images(model))
-    refs = out["references"]
+    refs = out.references
     # layer 0: σ(query_embed), in the graph
     torch.testing.assert_close(refs[0], model.query_embed.weight.sigmoid().expand(2, -1, -1))
     assert refs[0].requires_grad
@@ -156,7 +154,7 @@ def test_reference_boxes_accumulate_raw_logits():
             torch.nn.init.normal_(head.layers[-1].bias, std=0.1)
         model.query_embed.weight[:, 0] = -20.0
         out = _decoder_out(model, _images(model))
-    hs, refs = out["hs"], out["references"]
+    hs, refs = out.hs, out.references
     logits = model.query_embed.weight.expand(2, -1, -1)
     for layer in range(1, refs.shape[0]):
         logits = logits + model.bbox_embed[layer - 1](hs[layer - 1])
@@ -164,4 +162,4 @@ def test_reference_boxes_accumulate_raw_logits():
     assert refs[1][..., 0].max() < 1e-7
     # the per-layer box deltas are bbox_embed[ℓ](hs[ℓ]) and the predictions σ(inverse_sigmoid(r_ℓ) + delta_ℓ)
     for layer in range(refs.shape[0]):
-        torch.testing.assert_close(out["box_deltas"][layer], model.bbox_embed[layer](hs[layer]))
+        torch.testing.assert_close(out.box_deltas[layer], model.bbox_embed[layer](hs[layer]))

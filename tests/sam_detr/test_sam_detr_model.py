@@ -95,12 +95,14 @@ def test_visualisation_outputs(smca):
         out = model.forward_images(images, need_weights=True)
         plain = model.forward_images(images)
     num_layers, heads = 2, 4
-    assert out["reference_boxes"].shape == (num_layers, 2, NUM_QUERIES, 4)
-    assert out["salient_points"].shape == (num_layers, 2, NUM_QUERIES, heads, 2)
-    hw = out["mask"].shape[-2] * out["mask"].shape[-1]
-    assert len(out["cross_attn"]) == num_layers and out["cross_attn"][0].shape == (2, heads, NUM_QUERIES, hw)
-    torch.testing.assert_close(out["cross_attn"][0].sum(-1), torch.ones(2, heads, NUM_QUERIES))
-    assert out["cross_attn"][1][1][..., out["mask"][1].flatten()].abs().max() == 0  # no weight on padding
+    dec = out["decoder"]
+    assert dec.references.shape == (num_layers, 2, NUM_QUERIES, 4)
+    assert len(dec.points) == num_layers and dec.points[0].shape == (2, NUM_QUERIES, heads, 2)
+    mask = dec.masks[0]
+    hw = mask.shape[-2] * mask.shape[-1]
+    assert len(dec.cross_attn) == num_layers and dec.cross_attn[0].shape == (2, heads, NUM_QUERIES, hw)
+    torch.testing.assert_close(dec.cross_attn[0].sum(-1), torch.ones(2, heads, NUM_QUERIES))
+    assert dec.cross_attn[1][1][..., mask[1].flatten()].abs().max() == 0  # no weight on padding
     # the explicit-softmax path gives the same predictions as the fused one
     torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"], atol=1e-5, rtol=0)
     torch.testing.assert_close(out["pred_logits"], plain["pred_logits"], atol=1e-5, rtol=0)
@@ -170,17 +172,3 @@ def test_yacs_drop_in_build_model(two_image_batch, smca):
     with torch.no_grad():
         out = model([{"image": random_image(64, 64), "height": 64, "width": 64}])
     assert len(out[0]["instances"]) == 5 * 4 and out[0]["instances"].has("pred_boxes")
-
-
-def test_salient_point_figure(tmp_path):
-    from sam_detr.visualize import draw_salient_points, salient_point_predictions
-
-    model = tiny_sam_detr(smca=True).eval()
-    image = (random_image(64, 80).permute(1, 2, 0).numpy()).astype("uint8")
-    pred = salient_point_predictions(model, image)
-    assert pred["salient_points"].shape == (2, NUM_QUERIES, 4, 2) and pred["reference_boxes"].shape == (2, NUM_QUERIES, 4)
-    # salient points (pixels) lie inside the reference box of their layer
-    ref, pts = pred["reference_boxes"][:, :, None], pred["salient_points"]
-    assert ((pts >= ref[..., :2] - 1e-3) & (pts <= ref[..., 2:] + 1e-3)).all()
-    figure = draw_salient_points(image, pred, str(tmp_path / "points.png"), top_k=3)
-    assert (tmp_path / "points.png").stat().st_size > 1000 and figure.ndim == 3

@@ -39,6 +39,7 @@ def tiny_sam_detr(smca=False, backbone=None, transformer=None, seed=0, **overrid
         num_classes=NUM_CLASSES,
         num_queries=NUM_QUERIES,
         in_feature="res4",
+        test_topk=100,
         pixel_mean=MEAN,
         pixel_std=STD,
     )

@@ -74,7 +74,8 @@ def test_gaussian_map_hand_checked_values_in_the_model_path():
     set_geometry(model)
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
-    prior = out["log_prior"][0][0, :, 0]  # (M, 32): image 0, query 0
+    dec = out["decoder"]
+    prior = dec.log_prior[0][0, :, 0]  # (M, 32): image 0, query 0
     beta = 8.0
     cell = lambda x, y: y * 8 + x  # noqa: E731  row-major flattening of memory
     # head 0: centre (4, 1), s = (1, 1)
@@ -93,10 +94,11 @@ def test_gaussian_map_hand_checked_values_in_the_model_path():
     assert prior[3, cell(4, 0)] == pytest.approx(-(0.0625 * 9) / beta)
     torch.testing.assert_close(prior, expected_log_prior(8, 4, 8, 4))
     # every query and layer: the same centre (layer 0's, reused) and the same offsets/scales
-    for layer_prior in out["log_prior"]:
+    for layer_prior in dec.log_prior:
         torch.testing.assert_close(layer_prior[0], expected_log_prior(8, 4, 8, 4)[:, None].expand(-1, 7, -1))
-    torch.testing.assert_close(out["reference_points"][0], torch.tensor([[0.5, 0.25]]).expand(7, -1))
-    assert torch.equal(out["head_centers"][1][0, 0], torch.tensor([[4.0, 1.0], [5.0, 2.0], [2.0, 1.5], [4.0, 3.0]]))
+    torch.testing.assert_close(dec.references[0][0], torch.tensor([[0.5, 0.25]]).expand(7, -1))
+    centers = dec.points[1][0, 0] * torch.tensor([8.0, 4.0])  # normalised → cells of the 4x8 map
+    torch.testing.assert_close(centers, torch.tensor([[4.0, 1.0], [5.0, 2.0], [2.0, 1.5], [4.0, 3.0]]))
 
 
 @pytest.mark.parametrize("dynamic_scale", ["type1", "type2", "type4"])
@@ -108,7 +110,7 @@ def test_other_dynamic_scale_modes(dynamic_scale):
     set_geometry(model, dynamic_scale)
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
-    torch.testing.assert_close(out["log_prior"][1][0, :, 3], expected_log_prior(8, 4, 8, 4, dynamic_scale))
+    torch.testing.assert_close(out["decoder"].log_prior[1][0, :, 3], expected_log_prior(8, 4, 8, 4, dynamic_scale))
 
 
 def test_padding_stays_masked_with_the_gaussian_added():
@@ -121,15 +123,16 @@ def test_padding_stays_masked_with_the_gaussian_added():
     with torch.no_grad():
         alone = model.forward_images(images_of(model, [small]), need_weights=True)
         batch = model.forward_images(images_of(model, [small, large]), need_weights=True)
-    mask = batch["masks"][0][0].flatten()  # (7*10,) padding of the small image in the batch
+    batch, alone = batch["decoder"], alone["decoder"]
+    mask = batch.masks[0][0].flatten()  # (7*10,) padding of the small image in the batch
     assert mask.sum() == 7 * 10 - 4 * 8
-    for attn in batch["cross_attn"]:
+    for attn in batch.cross_attn:
         assert torch.all(attn[0][..., mask] == 0)
         torch.testing.assert_close(attn[0].sum(-1), torch.ones(4, 7))
-    valid_prior = batch["log_prior"][0][0][..., ~mask]
-    torch.testing.assert_close(valid_prior, alone["log_prior"][0][0])
+    valid_prior = batch.log_prior[0][0][..., ~mask]
+    torch.testing.assert_close(valid_prior, alone.log_prior[0][0])
     # the prior itself is finite on padded cells: only the padding bias makes them −inf
-    assert torch.isfinite(batch["log_prior"][0]).all()
+    assert torch.isfinite(batch.log_prior[0]).all()
 
 
 def official_reference(model, images):
@@ -288,7 +291,7 @@ def test_batch_invariance_alone_vs_padded_batch(multi_scale):
 
 def test_inference_topk_equals_num_queries_and_rescales():
     model = tiny_smca().eval()
-    assert model.test_topk == 7
+    assert model.test_topk is None  # the official PostProcess: the top num_queries (query, class) pairs
     with torch.no_grad():
         out = model([{"image": random_image(64, 80), "height": 128, "width": 160}])[0]["instances"]
     assert out.image_size == (128, 160) and len(out) == 7
@@ -324,7 +327,7 @@ def test_yacs_drop_in_build_model(two_image_batch, multi_scale):
     cfg = yacs_cfg(multi_scale)
     model = build_model(cfg)
     assert isinstance(model, SMCADETR) and model.multi_scale == multi_scale
-    assert model.class_embed.out_features == 4 and model.query_embed.num_embeddings == 5 and model.test_topk == 5
+    assert model.class_embed.out_features == 4 and model.query_embed.num_embeddings == 5 and model.test_topk is None
     assert model.backbone.stem.conv1.weight.requires_grad is False  # freeze_at=2
     assert model.criterion.weight_dict == {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
     assert model.criterion.loss_class == "focal" and model.criterion.matcher.cost_class == 2.0
@@ -360,7 +363,7 @@ def test_centre_uses_the_backbone_stride_dc5():
     set_geometry(model)
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
-    torch.testing.assert_close(out["log_prior"][0][0, :, 0], expected_log_prior(8, 4, 8, 4))
+    torch.testing.assert_close(out["decoder"].log_prior[0][0, :, 0], expected_log_prior(8, 4, 8, 4))
 
 
 @pytest.mark.parametrize("multi_scale", [False, True], ids=["single", "multi"])
@@ -376,5 +379,5 @@ def test_autocast_training_and_inference(two_image_batch, multi_scale):
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.forward_images(model.preprocess_image([{"image": random_image(64, 80)}]), need_weights=True)
-    assert out["log_prior"][0].dtype == torch.float32
+    assert out["decoder"].log_prior[0].dtype == torch.float32
     assert torch.isfinite(out["pred_boxes"]).all() and torch.isfinite(out["pred_logits"]).all()

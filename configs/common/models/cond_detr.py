@@ -32,7 +32,6 @@ model = L(ConditionalDETR)(
     num_classes=80,
     num_queries=300,
     aux_loss=True,
-    score_activation="sigmoid",
     test_topk=100,
     pixel_mean=TORCHVISION_PIXEL_MEAN,
     pixel_std=TORCHVISION_PIXEL_STD,

@@ -35,7 +35,6 @@ model = L(DABDETR)(
     num_queries=300,
     random_refpoints_xy=False,
     aux_loss=True,
-    score_activation="sigmoid",
     test_topk=300,
     pixel_mean=TORCHVISION_PIXEL_MEAN,
     pixel_std=TORCHVISION_PIXEL_STD,
