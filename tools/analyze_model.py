@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="output/benchmark/analysis.md", help="Markdown table to write")
     args = parser.parse_args(argv)
 
-    from tools.convert_official import import_variants
+    from detr_core.runtime import import_variants
 
     import_variants()
     rows = []

@@ -112,7 +112,7 @@ def benchmark_config(path: str, args) -> dict:
     from detectron2.config import LazyConfig, instantiate
 
     from detr_core.solver import add_grad_clipping
-    from train_net import resolve_device
+    from detr_core.runtime import resolve_device
 
     cfg = LazyConfig.load(path)
     device = torch.device(resolve_device(args.device))
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     import torch
 
     import detr_core  # noqa: F401
-    from tools.convert_official import import_variants
+    from detr_core.runtime import import_variants
 
     import_variants()
     if args.threads:

@@ -32,8 +32,8 @@ class Predictor:
         from detectron2.data import MetadataCatalog
 
         import detr_core  # noqa: F401
-        from tools.convert_official import import_variants
-        from train_net import resolve_device
+        from detr_core.runtime import import_variants
+        from detr_core.runtime import resolve_device
 
         import_variants()
         if not os.path.isfile(config_file):

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
 
-    from tools.convert_official import import_variants
+    from detr_core.runtime import import_variants
 
     import_variants()
     if not os.path.isfile(args.config_file):

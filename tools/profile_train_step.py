@@ -36,8 +36,8 @@ def main(argv=None) -> int:
 
     from detr_core.solver import add_grad_clipping
     from tools.benchmark_speed import median_time, synthetic_batch
-    from tools.convert_official import import_variants
-    from train_net import resolve_device
+    from detr_core.runtime import import_variants
+    from detr_core.runtime import resolve_device
 
     import_variants()
     if not os.path.isfile(args.config_file):

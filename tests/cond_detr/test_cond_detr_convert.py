@@ -6,7 +6,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from cond_detr import convert_cond_detr
-from detr_core.checkpoint import CONVERTERS, ConversionError, coco_class_rows
+from detr_core.convert import CONVERTERS, ConversionError, coco_class_rows
 from tests.cond_detr.official_layout import cond_detr_layout, synthetic_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
