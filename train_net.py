@@ -35,7 +35,9 @@ from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
-from detr_core.engine import AtomicCheckpointer, ResumableTrainingSampler, RNGState, launch
+from detr_core.checkpointer import AtomicCheckpointer, RNGState
+from detr_core.data import ResumableTrainingSampler
+from detr_core.launch import launch
 from detr_core.runtime import resolve_device
 from detr_core.solver import add_grad_clipping
 

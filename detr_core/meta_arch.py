@@ -52,6 +52,9 @@ class DETRMetaArch(nn.Module):
     ``num_classes + 1`` logits, the last being no-object; ``"focal"`` → sigmoid over ``num_classes`` logits.
     """
 
+    #: export format → why this model cannot be exported to it (see :mod:`detr_core.export`)
+    export_limits: Dict[str, str] = {}
+
     def __init__(
         self,
         *,

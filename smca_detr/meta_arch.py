@@ -36,6 +36,11 @@ class SMCADETR(DETRMetaArch):
     the top-``test_topk`` query × class scores (the official PostProcess: ``num_queries`` of them).
     """
 
+    export_limits = {
+        "onnx": "SMCA-DETR cannot be exported to ONNX with this PyTorch: the ONNX decomposition of its attention"
+        " with a per-query Gaussian bias fails (a view of a transposed tensor); use --format torch (torch.export works)"
+    }
+
     @configurable
     def __init__(
         self,

@@ -7,6 +7,11 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
 
+# Tools and train_net.py that tests run in subprocesses import the packages of the checkout under test, not
+# another installed copy of the project.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
 
 def make_instances(boxes, classes, image_size):
     """detectron2 Instances with gt_boxes (xyxy pixels) and gt_classes."""

@@ -17,9 +17,6 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,7 +36,7 @@ def main(argv=None) -> int:
     from detectron2.data.detection_utils import read_image
 
     from detr_core.visualize import visualize
-    from tools.demo import Predictor
+    from detr_core.predictor import Predictor
 
     predictor = Predictor(args.config_file, args.weights, args.device, args.opts)
     dataset = args.dataset or predictor.dataset_name

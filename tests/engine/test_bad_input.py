@@ -16,7 +16,7 @@ from PIL import Image
 
 import train_net
 from detr_core.data import DETRDatasetMapper, detection_dataset_dicts
-from detr_core.engine import AtomicCheckpointer, CheckpointMismatchError
+from detr_core.checkpointer import AtomicCheckpointer, CheckpointMismatchError
 from tests.cond_detr.tiny import tiny_cond_detr
 from tests.conftest import two_image_batch  # noqa: F401  (fixture)
 from tests.dab_detr.tiny import tiny_dab_detr

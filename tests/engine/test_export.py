@@ -1,4 +1,4 @@
-"""tools/export.py: torch.export and ONNX (onnxruntime) outputs equal PyTorch's within 1e-4."""
+"""detr_core.export and tools/export.py: torch.export and ONNX (onnxruntime) outputs equal PyTorch's within 1e-4."""
 import pytest
 import torch
 
@@ -7,7 +7,7 @@ from tests.core.test_detr_model import tiny_detr
 from tests.dab_detr.tiny import tiny_dab_detr
 from tests.sam_detr.tiny import tiny_sam_detr
 from tests.smca_detr.common import tiny_smca, tiny_smca_ms
-from tools import export
+from detr_core import export
 
 IMAGES = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
 
@@ -59,6 +59,8 @@ def test_a_difference_above_the_tolerance_fails(tmp_path, monkeypatch):
 
 
 def test_command_line(tmp_path, capsys):
-    export.main(["--config-file", "configs/detr/detr_shapes.py", "--output", str(tmp_path / "detr"),
+    from tools import export as export_tool
+
+    export_tool.main(["--config-file", "configs/detr/detr_shapes.py", "--output", str(tmp_path / "detr"),
                  "--height", "64", "--width", "64", "--format", "torch"])
     assert "max |difference| vs PyTorch" in capsys.readouterr().out and (tmp_path / "detr.pt2").exists()
