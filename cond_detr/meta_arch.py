@@ -65,7 +65,7 @@ class ConditionalDETR(DETRMetaArch):
         node = cfg.MODEL.CONDITIONAL_DETR
         return {
             **base_from_config(cfg, node, loss_class="focal"),
-            "transformer": ConditionalDETRTransformer(**transformer_kwargs(node, activation=node.ACTIVATION)),
+            "transformer": ConditionalDETRTransformer(**transformer_kwargs(node)),
             "in_feature": node.IN_FEATURE,
         }
 

@@ -62,7 +62,7 @@ class DABDETR(DETRMetaArch):
     @classmethod
     def from_config(cls, cfg):
         node = cfg.MODEL.DAB_DETR
-        transformer = transformer_kwargs(node, activation=node.ACTIVATION, num_patterns=node.NUM_PATTERNS)
+        transformer = transformer_kwargs(node, num_patterns=node.NUM_PATTERNS)
         return {
             **base_from_config(cfg, node, loss_class="focal"),
             "transformer": DABDETRTransformer(**transformer),

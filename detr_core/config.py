@@ -35,6 +35,7 @@ def detr_family_node(**overrides) -> CN:
     node.DEC_LAYERS = 6
     node.DIM_FEEDFORWARD = 2048
     node.DROPOUT = 0.1
+    node.ACTIVATION = "relu"  # FFN activation: relu | prelu (DAB-DETR) | gelu
     node.PE_TEMPERATURE = 10000.0
     node.PE_OFFSET = 0.0  # -0.5: cell centres (SAM-DETR's Deformable-DETR convention)
     node.DEEP_SUPERVISION = True
@@ -48,7 +49,7 @@ def detr_family_node(**overrides) -> CN:
     node.NO_OBJECT_WEIGHT = 0.1
     node.FOCAL_ALPHA = 0.25
     node.FOCAL_GAMMA = 2.0
-    node.TEST_TOPK = 100  # sigmoid models: (query, class) pairs kept per image; 0: NUM_OBJECT_QUERIES of them
+    node.TEST_TOPK = 0  # sigmoid models: (query, class) pairs kept per image; 0: NUM_OBJECT_QUERIES of them
     node.SIZE_DIVISIBILITY = 1
     for key, value in overrides.items():
         setattr(node, key, value)
@@ -130,7 +131,7 @@ def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
 
 
 def transformer_kwargs(node: CN, **extra) -> dict:
-    """The transformer arguments every variant shares (width, heads, depths, FFN, dropout), from its node."""
+    """The transformer arguments every variant shares (width, heads, depths, FFN, dropout, activation)."""
     return dict(
         d_model=node.HIDDEN_DIM,
         nhead=node.NHEADS,
@@ -138,5 +139,6 @@ def transformer_kwargs(node: CN, **extra) -> dict:
         num_decoder_layers=node.DEC_LAYERS,
         dim_feedforward=node.DIM_FEEDFORWARD,
         dropout=node.DROPOUT,
+        activation=node.ACTIVATION,
         **extra,
     )

@@ -66,7 +66,7 @@ class PositionEmbeddingSine(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
+            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature:g}, "
             f"normalize={self.normalize}, offset={self.offset}"
         )
 

@@ -224,6 +224,7 @@ class DETRTransformer(nn.Module):
     ):
         super().__init__()
         self.d_model = d_model
+        self.nhead = nhead
         self.encoder = TransformerEncoder(
             TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
         )

@@ -23,6 +23,15 @@ def make_instances(boxes, classes, image_size):
     return inst
 
 
+def padded_mask(valid_hw, size_hw):
+    """(B, H, W) bool padding mask for images of the given valid (h, w) cell extents."""
+    height, width = size_hw
+    mask = torch.ones(len(valid_hw), height, width, dtype=torch.bool)
+    for b, (h, w) in enumerate(valid_hw):
+        mask[b, :h, :w] = False
+    return mask
+
+
 def random_image(h, w, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(3, h, w, generator=g) * 255).round()

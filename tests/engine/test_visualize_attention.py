@@ -6,32 +6,16 @@ import torch
 from PIL import Image
 from torchvision.ops import box_convert, clip_boxes_to_image
 
-from tests.cond_detr.tiny import tiny_cond_detr
-from tests.conftest import random_image
-from tests.core.test_detr_model import tiny_detr
-from tests.dab_detr.tiny import tiny_dab_detr
-from tests.sam_detr.tiny import tiny_sam_detr
-from tests.smca_detr.common import tiny_smca, tiny_smca_ms
 from detr_core import visualize as vis
+from tests.conftest import random_image
+from tests.variants import VARIANTS, tiny
 from tools import visualize_attention
 
 HEIGHT, WIDTH, QUERIES = 64, 96, 2
 
-VARIANTS = {
-    "detr": tiny_detr,
-    "cond_detr": tiny_cond_detr,
-    "dab_detr": tiny_dab_detr,
-    "smca_detr": tiny_smca,
-    "smca_detr_ms": tiny_smca_ms,
-    "sam_detr": tiny_sam_detr,
-    "sam_detr_smca": lambda: tiny_sam_detr(smca=True),
-}
-
-
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", [v.name for v in VARIANTS])
 def test_one_png_per_variant_with_boxes_inside_the_image(variant, tmp_path):
-    torch.manual_seed(0)
-    model = VARIANTS[variant]().eval()
+    model = tiny(variant).eval()
     image = random_image(HEIGHT, WIDTH).permute(1, 2, 0).numpy().astype(np.uint8)
     output = tmp_path / f"{variant}.png"
     drawn = vis.visualize(model, image, str(output), QUERIES)
@@ -51,11 +35,11 @@ def test_one_png_per_variant_with_boxes_inside_the_image(variant, tmp_path):
 
 def test_intermediate_boxes_are_drawn_for_dab_and_sam(tmp_path):
     image = random_image(HEIGHT, WIDTH).permute(1, 2, 0).numpy().astype(np.uint8)
-    dab = tiny_dab_detr().eval()
+    dab = tiny("dab_detr").eval()
     layers = len(dab.transformer.decoder.layers)
     drawn = vis.visualize(dab, image, str(tmp_path / "dab.png"), QUERIES)
     assert len(drawn) == QUERIES * (1 + layers)  # final boxes + one anchor per layer and query
-    sam = tiny_sam_detr().eval()
+    sam = tiny("sam_detr").eval()
     drawn = vis.visualize(sam, image, str(tmp_path / "sam.png"), QUERIES)
     assert len(drawn) == QUERIES * (1 + len(sam.transformer.decoder.layers))  # final + reference boxes
 

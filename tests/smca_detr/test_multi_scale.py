@@ -4,11 +4,11 @@ import copy
 import pytest
 import torch
 
-from detr_core import PositionEmbeddingSine, build_resnet
-from smca_detr import SMCADETR, MultiScaleEncoderLayer, MultiScaleSMCATransformer, ScaleSelectionAttention
+from detr_core import build_resnet
+from smca_detr import MultiScaleEncoderLayer, ScaleSelectionAttention
 from tests.conftest import random_image
 
-from .common import MEAN, STD, TwoLevelPatchBackbone, focal_criterion, tiny_smca_ms
+from .common import patch_backbone, tiny_smca_ms
 
 
 def test_scale_selection_attention_is_the_alpha_weighted_sum_of_per_scale_softmaxes():
@@ -152,9 +152,9 @@ def test_encoder_layer_sequence_is_configurable():
 
 
 def test_extra_level_mask_and_level_embedding():
-    model = tiny_smca_ms(backbone=TwoLevelPatchBackbone()).eval()
-    assert model.level_embed.shape == (3, 32)
-    assert model.input_proj[2].stride == (2, 2) and model.input_proj[2].in_channels == 48
+    model = tiny_smca_ms(backbone=patch_backbone(res4=16, res5=32)).eval()
+    assert model.level_embed.shape == (3, model.transformer.d_model)
+    assert model.input_proj[2].stride == (2, 2) and model.input_proj[2].in_channels == 33  # the res5 channels
     batch = [{"image": random_image(64, 128)}, {"image": random_image(192, 192)}]
     with torch.no_grad():
         _, _, masks = model.level_inputs(model.preprocess_image(batch))
@@ -165,16 +165,7 @@ def test_extra_level_mask_and_level_embedding():
 
 
 def test_mismatched_level_count_is_an_error():
+    from detectron2.config import LazyCall as L
+
     with pytest.raises(ValueError, match=r"\+ 1 extra levels != the transformer's num_levels=2"):
-        SMCADETR(
-            backbone=build_resnet(18, out_features=("res4", "res5"), freeze_at=0),
-            in_features=("res4", "res5"),
-            num_extra_levels=1,
-            transformer=MultiScaleSMCATransformer(32, 4, ("intra",), 1, 64, num_levels=2),
-            position_encoding=PositionEmbeddingSine(16),
-            criterion=focal_criterion(),
-            num_classes=4,
-            num_queries=5,
-            pixel_mean=MEAN,
-            pixel_std=STD,
-        )
+        tiny_smca_ms(num_levels=2, encoder_layer_types=("intra",), backbone=L(build_resnet)(depth=18, out_features=("res4", "res5")))
