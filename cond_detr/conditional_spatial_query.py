@@ -22,17 +22,16 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
-from detr_core.conditional_attention import ConditionalDecoderLayer, conditional_decoder_layers
+from detr_core.conditional_attention import ConditionalDecoderBase, ConditionalDecoderLayer
 from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
-from detr_core.transformer import MLP, TransformerEncoder, TransformerEncoderLayer, xavier_init_
+from detr_core.transformer import MLP, DETRFamilyTransformer
 
 __all__ = ["ConditionalDecoder", "ConditionalDETRTransformer"]
 
 
-class ConditionalDecoder(nn.Module):
+class ConditionalDecoder(ConditionalDecoderBase):
     """Conditional DETR decoder: a fixed 2-D reference point per query and the conditional spatial query.
 
     Once: s = sigmoid(ref_point_head(o_q)). Per layer l: λ = 1 (l = 0) or query_scale(f_{l-1}) with
@@ -41,24 +40,11 @@ class ConditionalDecoder(nn.Module):
     """
 
     def __init__(self, layer: ConditionalDecoderLayer, num_layers: int, d_model: int):
-        super().__init__()
-        if d_model % 2:
-            raise ValueError(f"d_model must be even for the sine embedding of (x, y), got {d_model}")
-        self.d_model = d_model
-        self.layers = conditional_decoder_layers(layer, num_layers)
-        self.norm = nn.LayerNorm(d_model)
-        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        super().__init__(layer, num_layers, d_model)
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
 
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        query_pos: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        need_weights: bool = False,
-    ) -> DecoderOutput:
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
+                attn_bias: Optional[torch.Tensor], need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             tgt: (B, Q, d) initial content queries (zeros); query_pos: (B, Q, d) object queries.
@@ -83,39 +69,15 @@ class ConditionalDecoder(nn.Module):
         return DecoderOutput(torch.stack(intermediate), memory, references, **DecoderOutput.collect(layer_maps))
 
 
-class ConditionalDETRTransformer(nn.Module):
+class ConditionalDETRTransformer(DETRFamilyTransformer):
     """DETR's encoder with the conditional decoder; Xavier-uniform on every matrix it owns (official
     ``Transformer._reset_parameters``), default PyTorch init for the rest (biases, LayerNorms)."""
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
-        )
-        self.decoder = ConditionalDecoder(
-            ConditionalDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_decoder_layers, d_model
-        )
-        xavier_init_(self)
+    def build_decoder(self, layer: tuple, num_layers: int) -> ConditionalDecoder:
+        return ConditionalDecoder(ConditionalDecoderLayer(*layer), num_layers, self.d_model)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        pos: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        query_embed: torch.Tensor,
-        need_weights: bool = False,
-    ) -> DecoderOutput:
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor],
+                query_embed: torch.Tensor, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             src, pos: (B, HW, d) projected features and image position encoding.

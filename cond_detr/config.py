@@ -18,4 +18,5 @@ def add_cond_detr_config(cfg: CN) -> None:
     ``cfg.MODEL.RESNETS.RES5_DILATION = 2``.
     """
     add_detr_family_defaults(cfg)
-    cfg.MODEL.CONDITIONAL_DETR = detr_family_node(NUM_OBJECT_QUERIES=300, COST_CLASS=2.0, CLASS_WEIGHT=2.0, TEST_TOPK=100)
+    node = detr_family_node(NUM_OBJECT_QUERIES=300, COST_CLASS=2.0, CLASS_WEIGHT=2.0, TEST_TOPK=100)
+    cfg.MODEL.CONDITIONAL_DETR = node

@@ -14,15 +14,8 @@ from typing import Dict, List, Mapping
 import torch
 
 from detr_core.convert import (
-    conditional_decoder_layer_keys,
-    convert_official,
-    count_layers,
-    encoder_layer_keys,
-    linear_keys,
-    mlp_keys,
-    register_converter,
-    rename_self_attn,
-    select_class_rows,
+    conditional_decoder_layer_keys, convert_official, count_layers, encoder_layer_keys, linear_keys, mlp_keys,
+    register_converter, rename_self_attn,
 )
 
 __all__ = ["convert_cond_detr", "official_cond_detr_keys"]
@@ -49,10 +42,4 @@ def convert_cond_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) 
     expected = official_cond_detr_keys(
         count_layers(state, "transformer.encoder.layers"), count_layers(state, "transformer.decoder.layers")
     )
-    return convert_official(
-        state,
-        expected,
-        "Conditional DETR",
-        class_rows=lambda rows: select_class_rows(rows, num_classes, keep_no_object=False),
-        rename=rename_self_attn,
-    )
+    return convert_official(state, expected, "Conditional DETR", num_classes, rename=rename_self_attn)

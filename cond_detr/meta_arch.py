@@ -10,7 +10,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from detr_core.attention import padding_bias
-from detr_core.config import base_from_config, transformer_kwargs
+from detr_core.config import transformer_kwargs
 from detr_core.meta_arch import DETRMetaArch
 from detr_core.transformer import inverse_sigmoid
 
@@ -34,40 +34,24 @@ class ConditionalDETR(DETRMetaArch):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: ConditionalDETRTransformer,
-        position_encoding: nn.Module,
-        num_queries: int = 300,
-        in_feature: str = "res5",
-        **kwargs,
-    ):
+    def __init__(self, *, in_feature: str = "res5", **kwargs):
         """
         Args:
-            transformer: a :class:`ConditionalDETRTransformer`.
-            position_encoding: image position encoding, ``PositionEmbeddingSine(d / 2)`` (temperature 10000).
-            num_queries: number of object queries (300).
             in_feature: the backbone output used (C5: ``"res5"``).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, a :class:`ConditionalDETRTransformer`, ...).
         """
         super().__init__(in_features=[in_feature], **kwargs)
-        d_model = transformer.d_model
-        self.transformer = transformer
-        self.position_encoding = position_encoding
+        d_model = self.transformer.d_model
         # Created in the official order (class, box, queries, input projection).
         self.class_embed, self.bbox_embed = self.prediction_heads(d_model, zero_box_init=True)
-        self.query_embed = nn.Embedding(num_queries, d_model)
+        self.query_embed = nn.Embedding(self.num_queries, d_model)
         self.input_proj = nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)
 
+    yacs_node = "CONDITIONAL_DETR"
+
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.CONDITIONAL_DETR
-        return {
-            **base_from_config(cfg, node, loss_class="focal"),
-            "transformer": ConditionalDETRTransformer(**transformer_kwargs(node)),
-            "in_feature": node.IN_FEATURE,
-        }
+    def variant_from_config(cls, node):
+        return {"transformer": ConditionalDETRTransformer(**transformer_kwargs(node)), "in_feature": node.IN_FEATURE}
 
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
         """See :meth:`DETRMetaArch.forward_images`; the decoder output's ``references`` are the reference

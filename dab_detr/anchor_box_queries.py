@@ -26,10 +26,12 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from detr_core.conditional_attention import ConditionalDecoderLayer, conditional_decoder_layers
+from detr_core.conditional_attention import ConditionalDecoderBase, ConditionalDecoderLayer
 from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
-from detr_core.transformer import MLP, TransformerEncoder, TransformerEncoderLayer, inverse_sigmoid, xavier_init_
+from detr_core.transformer import (
+    MLP, DETRFamilyTransformer, TransformerEncoder, TransformerEncoderLayer, inverse_sigmoid,
+)
 
 __all__ = [
     "INVERSE_SIGMOID_EPS",
@@ -88,7 +90,7 @@ def tile_patterns(patterns: torch.Tensor, anchors: torch.Tensor) -> Tuple[torch.
     return content, anchors.repeat(num_patterns, 1)
 
 
-class AnchorBoxDecoder(nn.Module):
+class AnchorBoxDecoder(ConditionalDecoderBase):
     """DAB-DETR decoder: conditional decoder layers driven by layer-wise refined 4-D anchor boxes.
 
     Modules (official names): ``layers``, ``norm`` (shared final LayerNorm), ``query_scale``
@@ -99,26 +101,12 @@ class AnchorBoxDecoder(nn.Module):
     """
 
     def __init__(self, layer: ConditionalDecoderLayer, num_layers: int, d_model: int):
-        super().__init__()
-        if d_model % 2:
-            raise ValueError(f"d_model must be even, got {d_model}")
-        self.d_model = d_model
-        self.layers = conditional_decoder_layers(layer, num_layers)
-        self.norm = nn.LayerNorm(d_model)
-        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        super().__init__(layer, num_layers, d_model)
         self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
         self.ref_anchor_head = MLP(d_model, d_model, 2, 2)
 
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        anchors_unsigmoid: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        bbox_embed: nn.Module,
-        need_weights: bool = False,
-    ) -> DecoderOutput:
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, anchors_unsigmoid: torch.Tensor,
+                attn_bias: Optional[torch.Tensor], bbox_embed: nn.Module, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             tgt: (B, Q, d) content queries (zeros, or the pattern embeddings).
@@ -162,7 +150,7 @@ class AnchorBoxDecoder(nn.Module):
         )
 
 
-class DABDETRTransformer(nn.Module):
+class DABDETRTransformer(DETRFamilyTransformer):
     """DAB-DETR encoder-decoder (single scale).
 
     Encoder: DETR's post-norm layers, but every layer sees ``pos ⊙ query_scale(src)`` (``encoder.query_scale``).
@@ -171,44 +159,25 @@ class DABDETRTransformer(nn.Module):
     PyTorch's default N(0, 1) init, as upstream.
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.0,
-        activation: str = "prelu",
-        num_patterns: int = 0,
-    ):
-        super().__init__()
+    def __init__(self, *, num_patterns: int = 0, dropout: float = 0.0, activation: str = "prelu", **kwargs):
+        """``num_patterns``: pattern embeddings (0: none, 3: the 3-pattern models); ``kwargs``: the sizes of
+        :class:`detr_core.transformer.DETRFamilyTransformer`. DAB-DETR's layers have dropout 0 and PReLU."""
         if num_patterns < 0:
             raise ValueError(f"num_patterns must be >= 0, got {num_patterns}")
-        self.d_model = d_model
-        self.nhead = nhead
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation),
-            num_encoder_layers,
-            query_scale=MLP(d_model, d_model, d_model, 2),
-        )
-        self.decoder = AnchorBoxDecoder(
-            ConditionalDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_decoder_layers, d_model
-        )
-        xavier_init_(self)
+        super().__init__(dropout=dropout, activation=activation, **kwargs)
         self.num_patterns = num_patterns
-        if num_patterns > 0:
-            self.patterns = nn.Embedding(num_patterns, d_model)
+        if num_patterns > 0:  # created after the Xavier pass: PyTorch's N(0, 1), as upstream
+            self.patterns = nn.Embedding(num_patterns, self.d_model)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        pos: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        refpoint_embed: torch.Tensor,
-        bbox_embed: nn.Module,
-        need_weights: bool = False,
-    ) -> DecoderOutput:
+    def build_encoder(self, layer: tuple, num_layers: int) -> TransformerEncoder:
+        d = self.d_model
+        return TransformerEncoder(TransformerEncoderLayer(*layer), num_layers, query_scale=MLP(d, d, d, 2))
+
+    def build_decoder(self, layer: tuple, num_layers: int) -> AnchorBoxDecoder:
+        return AnchorBoxDecoder(ConditionalDecoderLayer(*layer), num_layers, self.d_model)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor],
+                refpoint_embed: torch.Tensor, bbox_embed: nn.Module, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             src, pos: (B, HW, d) projected features and image position encoding (temperature 20).

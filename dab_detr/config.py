@@ -12,9 +12,9 @@ def add_dab_detr_config(cfg: CN) -> None:
     """Add ``cfg.MODEL.DAB_DETR`` with the official R50 COCO recipe and the DETR-family defaults, so that
     with ``cfg.MODEL.META_ARCHITECTURE = "DABDETR"``, ``build_model(cfg)`` builds it.
 
-    The recipe of ``configs/common/models/dab_detr.py`` (IDEA-Research/DAB-DETR ``main.py``): 300 anchors, 6+6 layers, d 256, 8 heads, FFN 2048,
-    dropout 0, PReLU, image sine PE temperature 20; focal loss (α 0.25, γ 2) with weight 1, L1 5, GIoU 2;
-    matching costs class 2, L1 5, GIoU 2; top-300 detections. ``NUM_PATTERNS = 3`` gives the 3-pattern
+    The recipe of ``configs/common/models/dab_detr.py`` (IDEA-Research/DAB-DETR ``main.py``): 300 anchors,
+    6+6 layers, d 256, 8 heads, FFN 2048, dropout 0, PReLU, image sine PE temperature 20; focal loss
+    (α 0.25, γ 2) with weight 1, L1 5, GIoU 2; matching costs class 2, L1 5, GIoU 2; top-300 detections. ``NUM_PATTERNS = 3`` gives the 3-pattern
     models, ``RANDOM_REFPOINTS_XY`` the "fixxy" ones, ``cfg.MODEL.RESNETS.RES5_DILATION = 2`` DC5.
     """
     add_detr_family_defaults(cfg)

@@ -13,15 +13,8 @@ from typing import Dict, List, Mapping
 import torch
 
 from detr_core.convert import (
-    conditional_decoder_layer_keys,
-    convert_official,
-    count_layers,
-    encoder_layer_keys,
-    linear_keys,
-    mlp_keys,
-    register_converter,
-    rename_self_attn,
-    select_class_rows,
+    conditional_decoder_layer_keys, convert_official, count_layers, encoder_layer_keys, linear_keys, mlp_keys,
+    register_converter, rename_self_attn,
 )
 
 __all__ = ["convert_dab_detr", "official_dab_detr_keys"]
@@ -56,11 +49,5 @@ def convert_dab_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) -
         count_layers(state, "transformer.decoder.layers"),
         num_patterns="transformer.patterns.weight" in state,
     )
-    return convert_official(
-        state,
-        expected,
-        "DAB-DETR",
-        class_rows=lambda rows: select_class_rows(rows, num_classes, keep_no_object=False),
-        rename=rename_self_attn,
-        duplicates={"transformer.decoder.bbox_embed.": "bbox_embed."},
-    )
+    duplicates = {"transformer.decoder.bbox_embed.": "bbox_embed."}
+    return convert_official(state, expected, "DAB-DETR", num_classes, rename=rename_self_attn, duplicates=duplicates)

@@ -9,7 +9,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from detr_core.attention import padding_bias
-from detr_core.config import base_from_config, transformer_kwargs
+from detr_core.config import transformer_kwargs
 from detr_core.meta_arch import DETRMetaArch
 from detr_core.transformer import inverse_sigmoid
 
@@ -31,44 +31,28 @@ class DABDETR(DETRMetaArch):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: DABDETRTransformer,
-        position_encoding: nn.Module,
-        num_queries: int = 300,
-        in_feature: str = "res5",
-        random_refpoints_xy: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, in_feature: str = "res5", random_refpoints_xy: bool = False, **kwargs):
         """
         Args:
-            transformer: a :class:`DABDETRTransformer` (its ``num_patterns`` multiplies the query count).
-            position_encoding: image position encoding, ``PositionEmbeddingSine(d / 2, temperature=20)``.
-            num_queries: number of anchor boxes (300).
             in_feature: the backbone output used (C5: ``"res5"``).
             random_refpoints_xy: initialise anchor x, y uniformly in [0, 1] (official ``--random_refpoints_xy``).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, a :class:`DABDETRTransformer`, whose
+                ``num_patterns`` multiplies the query count, ...).
         """
         super().__init__(in_features=[in_feature], **kwargs)
-        d_model = transformer.d_model
-        self.transformer = transformer
-        self.position_encoding = position_encoding
+        d_model = self.transformer.d_model
         # Created in the official order (class, box, anchors, input projection).
         self.class_embed, self.bbox_embed = self.prediction_heads(d_model, zero_box_init=True)
-        self.refpoint_embed = init_anchor_embedding(nn.Embedding(num_queries, 4), random_refpoints_xy)
+        self.refpoint_embed = init_anchor_embedding(nn.Embedding(self.num_queries, 4), random_refpoints_xy)
         self.input_proj = nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)
 
+    yacs_node = "DAB_DETR"
+
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.DAB_DETR
-        transformer = transformer_kwargs(node, num_patterns=node.NUM_PATTERNS)
-        return {
-            **base_from_config(cfg, node, loss_class="focal"),
-            "transformer": DABDETRTransformer(**transformer),
-            "in_feature": node.IN_FEATURE,
-            "random_refpoints_xy": node.RANDOM_REFPOINTS_XY,
-        }
+    def variant_from_config(cls, node):
+        transformer = DABDETRTransformer(**transformer_kwargs(node, num_patterns=node.NUM_PATTERNS))
+        own = {"in_feature": node.IN_FEATURE, "random_refpoints_xy": node.RANDOM_REFPOINTS_XY}
+        return {"transformer": transformer, **own}
 
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
         """See :meth:`DETRMetaArch.forward_images`; Q' = Q · max(1, patterns) queries. The decoder output's

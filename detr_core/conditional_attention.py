@@ -22,9 +22,15 @@ import torch
 from torch import nn
 
 from .attention import ProjectedAttention
-from .transformer import PostNormDecoderLayer
+from .transformer import MLP, PostNormDecoderLayer
 
-__all__ = ["ConditionalSelfAttention", "ConditionalDecoderLayer", "conditional_decoder_layers", "concat_heads"]
+__all__ = [
+    "ConditionalSelfAttention",
+    "ConditionalDecoderLayer",
+    "ConditionalDecoderBase",
+    "conditional_decoder_layers",
+    "concat_heads",
+]
 
 
 class ConditionalSelfAttention(ProjectedAttention):
@@ -74,45 +80,21 @@ class ConditionalDecoderLayer(PostNormDecoderLayer):
     Conditional DETR uses ReLU and dropout 0.1; DAB-DETR builds the same layer with PReLU and dropout 0.
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-    ):
-        super().__init__()
+    def build_attention(self, d_model: int, nhead: int, dropout: float) -> None:
         if d_model % nhead:
             raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
-        self.nhead = nhead
         self.self_attn = ConditionalSelfAttention(d_model, nhead, dropout=dropout)
-        # Cross-attention projections, in the official order.
-        self.ca_qcontent_proj = nn.Linear(d_model, d_model)
-        self.ca_qpos_proj = nn.Linear(d_model, d_model)
-        self.ca_kcontent_proj = nn.Linear(d_model, d_model)
-        self.ca_kpos_proj = nn.Linear(d_model, d_model)
-        self.ca_v_proj = nn.Linear(d_model, d_model)
-        self.ca_qpos_sine_proj = nn.Linear(d_model, d_model)
+        for name in ("qcontent", "qpos", "kcontent", "kpos", "v", "qpos_sine"):  # the official order
+            setattr(self, f"ca_{name}_proj", nn.Linear(d_model, d_model))
         self.cross_attn = ProjectedAttention(2 * d_model, nhead, dropout=dropout, value_dim=d_model)
-        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=3)
 
     @property
     def is_first(self) -> bool:
         """Whether this layer adds the query position to the content query (first decoder layer)."""
         return self.ca_qpos_proj is not None
 
-    def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        return self.self_attn(tgt, query_pos)[0]
-
-    def cross_attention_inputs(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        query_pos: torch.Tensor,
-        query_sine_embed: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def cross_attention_inputs(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
+                               query_sine_embed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, Q, 2d), keys (B, HW, 2d) and values (B, HW, d) of the conditional cross-attention."""
         q = self.ca_qcontent_proj(tgt)
         k = self.ca_kcontent_proj(memory)
@@ -124,16 +106,9 @@ class ConditionalDecoderLayer(PostNormDecoderLayer):
         q_spatial = self.ca_qpos_sine_proj(query_sine_embed)
         return concat_heads(q, q_spatial, self.nhead), concat_heads(k, k_pos, self.nhead), v
 
-    def cross_attention(
-        self,
-        tgt: torch.Tensor,
-        query_pos: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        query_sine_embed: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        need_weights: bool = False,
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def cross_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
+                        query_sine_embed: torch.Tensor, attn_bias: Optional[torch.Tensor],
+                        need_weights: bool = False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """
         Args:
             tgt: (B, Q, d) queries after self-attention; query_pos: (B, Q, d) query position (Conditional
@@ -183,3 +158,20 @@ def conditional_decoder_layers(layer: ConditionalDecoderLayer, num_layers: int) 
     for later in list(layers)[1:]:
         later.ca_qpos_proj = None
     return layers
+
+
+class ConditionalDecoderBase(nn.Module):
+    """What the conditional decoders share (Conditional DETR's and DAB-DETR's): ``layers`` of
+    :class:`ConditionalDecoderLayer` (only the first with ``ca_qpos_proj``), the shared final ``norm``, and
+    ``query_scale``, the MLP(d, d, d, 2) that predicts the spatial query's per-channel scale λ from the
+    previous layer's output. Each variant adds how it makes the queries' positions (``ref_point_head`` ...)
+    and the forward pass."""
+
+    def __init__(self, layer: ConditionalDecoderLayer, num_layers: int, d_model: int):
+        super().__init__()
+        if d_model % 2:
+            raise ValueError(f"d_model must be even for the sine embedding of (x, y), got {d_model}")
+        self.d_model = d_model
+        self.layers = conditional_decoder_layers(layer, num_layers)
+        self.norm = nn.LayerNorm(d_model)
+        self.query_scale = MLP(d_model, d_model, d_model, 2)

@@ -26,29 +26,17 @@ TORCHVISION_PIXEL_STD = [58.395, 57.120, 57.375]
 def detr_family_node(**overrides) -> CN:
     """A config node with the keys every DETR-family meta-architecture reads, with DETR's defaults."""
     node = CN()
-    node.NUM_CLASSES = 80
-    node.NUM_OBJECT_QUERIES = 100
-    node.IN_FEATURE = "res5"
-    node.HIDDEN_DIM = 256
-    node.NHEADS = 8
-    node.ENC_LAYERS = 6
-    node.DEC_LAYERS = 6
-    node.DIM_FEEDFORWARD = 2048
-    node.DROPOUT = 0.1
-    node.ACTIVATION = "relu"  # FFN activation: relu | prelu (DAB-DETR) | gelu
-    node.PE_TEMPERATURE = 10000.0
-    node.PE_OFFSET = 0.0  # -0.5: cell centres (SAM-DETR's Deformable-DETR convention)
+    node.NUM_CLASSES, node.NUM_OBJECT_QUERIES, node.IN_FEATURE = 80, 100, "res5"
+    # transformer: width, heads, encoder and decoder depth, FFN width, dropout, FFN activation (relu | prelu | gelu)
+    node.HIDDEN_DIM, node.NHEADS, node.ENC_LAYERS, node.DEC_LAYERS = 256, 8, 6, 6
+    node.DIM_FEEDFORWARD, node.DROPOUT, node.ACTIVATION = 2048, 0.1, "relu"
+    # image position encoding; offset -0.5: cell centres (SAM-DETR's Deformable-DETR convention)
+    node.PE_TEMPERATURE, node.PE_OFFSET = 10000.0, 0.0
     node.DEEP_SUPERVISION = True
-    # matching costs and loss weights
-    node.COST_CLASS = 1.0
-    node.COST_BBOX = 5.0
-    node.COST_GIOU = 2.0
-    node.CLASS_WEIGHT = 1.0
-    node.L1_WEIGHT = 5.0
-    node.GIOU_WEIGHT = 2.0
-    node.NO_OBJECT_WEIGHT = 0.1
-    node.FOCAL_ALPHA = 0.25
-    node.FOCAL_GAMMA = 2.0
+    # matching costs, loss weights, DETR's no-object weight, the focal loss's alpha and gamma
+    node.COST_CLASS, node.COST_BBOX, node.COST_GIOU = 1.0, 5.0, 2.0
+    node.CLASS_WEIGHT, node.L1_WEIGHT, node.GIOU_WEIGHT, node.NO_OBJECT_WEIGHT = 1.0, 5.0, 2.0, 0.1
+    node.FOCAL_ALPHA, node.FOCAL_GAMMA = 0.25, 2.0
     node.TEST_TOPK = 0  # sigmoid models: (query, class) pairs kept per image; 0: NUM_OBJECT_QUERIES of them
     node.SIZE_DIVISIBILITY = 1
     for key, value in overrides.items():

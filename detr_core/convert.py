@@ -29,6 +29,7 @@ __all__ = [
     "mlp_keys",
     "attention_keys",
     "encoder_layer_keys",
+    "detr_decoder_layer_keys",
     "conditional_decoder_layer_keys",
     "rename_self_attn",
     "count_layers",
@@ -218,6 +219,14 @@ def encoder_layer_keys(prefix: str, with_activation: bool = False) -> List[str]:
     return keys + ([f"{prefix}.activation.weight"] if with_activation else [])
 
 
+def detr_decoder_layer_keys(prefix: str, extra_modules=()) -> List[str]:
+    """One DETR post-norm decoder layer (``self_attn`` and ``multihead_attn`` packed), plus ``extra_modules``
+    with a weight and a bias each (SMCA's ``norm4``, ``point2`` ...)."""
+    keys = attention_keys(f"{prefix}.self_attn") + attention_keys(f"{prefix}.multihead_attn")
+    modules = ("linear1", "linear2", "norm1", "norm2", "norm3", *extra_modules)
+    return keys + [k for name in modules for k in linear_keys(f"{prefix}.{name}")]
+
+
 def conditional_decoder_layer_keys(prefix: str, first: bool, with_activation: bool = False) -> List[str]:
     """One official conditional-attention decoder layer (Conditional DETR, DAB-DETR): ``sa_*_proj``,
     ``ca_*_proj`` (``ca_qpos_proj`` in the first layer only), ``self_attn``/``cross_attn.out_proj``, FFN, norms."""
@@ -266,25 +275,21 @@ def check_official_keys(actual: Set[str], expected: Iterable[str], model_name: s
         raise ConversionError("\n".join(lines))
 
 
-def convert_official(
-    state: Mapping[str, torch.Tensor],
-    expected: Iterable[str],
-    model_name: str,
-    class_rows: Callable[[torch.Tensor], torch.Tensor],
-    rename: Optional[Callable[[str], str]] = None,
-    duplicates: Mapping[str, str] = {},  # noqa: B006  (read only)
-) -> Dict[str, torch.Tensor]:
+def convert_official(state: Mapping[str, torch.Tensor], expected: Iterable[str], model_name: str, num_classes: int,
+                     rename: Optional[Callable[[str], str]] = None, duplicates: Mapping[str, str] = {},  # noqa: B006
+                     class_rows: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """The one conversion path of every variant.
 
     Args:
         state: the official ``model`` state dict.
         expected: every non-backbone key of the official layout (including duplicated modules).
         model_name: for the error messages.
-        class_rows: maps an official class-head tensor (``class_embed.*``, rows = official classes) to the
-            model's rows.
+        num_classes: the model's classes: the official class heads (``class_embed.*``, rows indexed by COCO
+            category id, no no-object row) keep the 80 COCO rows or all of them (:func:`select_class_rows`).
         rename: official key → our key, for the keys whose modules are named differently here.
         duplicates: ``{prefix: shared prefix}`` of modules the official model registers twice (a box head
             assigned to the decoder too); each copy must equal its shared original and is dropped.
+        class_rows: another mapping of the class-head rows (DETR's no-object row, SMCA's dead column).
 
     Raises:
         ConversionError: on an unknown or incomplete backbone, on leftover or missing keys (all listed), or
@@ -302,7 +307,7 @@ def convert_official(
                 raise ConversionError(f"{key} differs from {copy_of}: the shared module was not shared")
             continue
         if key.startswith("class_embed."):
-            value = class_rows(value)
+            value = class_rows(value) if class_rows else select_class_rows(value, num_classes, keep_no_object=False)
         out[rename(key) if rename else key] = value
     return out
 
@@ -353,9 +358,7 @@ def official_detr_keys(num_encoder_layers: int = 6, num_decoder_layers: int = 6)
     for i in range(num_encoder_layers):
         keys += encoder_layer_keys(f"transformer.encoder.layers.{i}")
     for i in range(num_decoder_layers):
-        prefix = f"transformer.decoder.layers.{i}"
-        keys += attention_keys(f"{prefix}.self_attn") + attention_keys(f"{prefix}.multihead_attn")
-        keys += [k for name in ("linear1", "linear2", "norm1", "norm2", "norm3") for k in linear_keys(f"{prefix}.{name}")]
+        keys += detr_decoder_layer_keys(f"transformer.decoder.layers.{i}")
     return keys + linear_keys("transformer.decoder.norm")
 
 
@@ -366,6 +369,5 @@ def convert_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) -> Di
     expected = official_detr_keys(
         count_layers(state, "transformer.encoder.layers"), count_layers(state, "transformer.decoder.layers")
     )
-    return convert_official(
-        state, expected, "DETR", class_rows=lambda rows: select_class_rows(rows, num_classes, keep_no_object=True)
-    )
+    keep = lambda rows: select_class_rows(rows, num_classes, keep_no_object=True)  # noqa: E731
+    return convert_official(state, expected, "DETR", num_classes, class_rows=keep)

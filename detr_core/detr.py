@@ -9,7 +9,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from .attention import padding_bias
-from .config import base_from_config, transformer_kwargs
+from .config import transformer_kwargs
 from .meta_arch import DETRMetaArch
 from .transformer import DETRTransformer
 
@@ -25,39 +25,23 @@ class DETR(DETRMetaArch):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: DETRTransformer,
-        position_encoding: nn.Module,
-        num_queries: int = 100,
-        in_feature: str = "res5",
-        **kwargs,
-    ):
+    def __init__(self, *, in_feature: str = "res5", **kwargs):
         """
         Args:
-            transformer: a :class:`DETRTransformer`.
-            position_encoding: image position encoding, e.g. ``PositionEmbeddingSine(128)``.
-            num_queries: number of object queries.
             in_feature: the backbone output used (C5: ``"res5"``).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, a :class:`DETRTransformer`, criterion, ...).
         """
         super().__init__(in_features=[in_feature], **kwargs)
-        d_model = transformer.d_model
-        self.transformer = transformer
-        self.position_encoding = position_encoding
+        d_model = self.transformer.d_model
         self.input_proj = nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)
-        self.query_embed = nn.Embedding(num_queries, d_model)
+        self.query_embed = nn.Embedding(self.num_queries, d_model)
         self.class_embed, self.bbox_embed = self.prediction_heads(d_model, zero_box_init=False)
 
+    yacs_node, yacs_loss = "DETR", "ce"
+
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.DETR
-        return {
-            **base_from_config(cfg, node, loss_class="ce"),
-            "transformer": DETRTransformer(**transformer_kwargs(node)),
-            "in_feature": node.IN_FEATURE,
-        }
+    def variant_from_config(cls, node):
+        return {"transformer": DETRTransformer(**transformer_kwargs(node)), "in_feature": node.IN_FEATURE}
 
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
         """See :meth:`DETRMetaArch.forward_images`; ``pred_logits`` has C + 1 columns (the last: no object)."""

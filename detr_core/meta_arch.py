@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from .backbone import feature_shape_spec, padding_mask
+from .config import base_from_config
 from .outputs import DecoderOutput
 from .transformer import MLP
 
@@ -54,13 +55,31 @@ class DETRMetaArch(nn.Module):
 
     #: export format → why this model cannot be exported to it (see :mod:`detr_core.export`)
     export_limits: Dict[str, str] = {}
+    #: yacs: the variant's node under ``cfg.MODEL`` (added by its ``add_*_config``) and its recipe's loss
+    yacs_node: str = ""
+    yacs_loss: str = "focal"
+
+    @classmethod
+    def from_config(cls, cfg):
+        """detectron2's ``@configurable`` hook: the arguments every variant reads from ``cfg.MODEL`` and its
+        node (:func:`detr_core.config.base_from_config`) and the variant's own (:meth:`variant_from_config`)."""
+        node = cfg.MODEL[cls.yacs_node]
+        return {**base_from_config(cfg, node, cls.yacs_loss), **cls.variant_from_config(node)}
+
+    @classmethod
+    def variant_from_config(cls, node) -> Dict:
+        """The variant's transformer and own arguments from its yacs node."""
+        raise NotImplementedError
 
     def __init__(
         self,
         *,
         backbone: nn.Module,
         criterion: nn.Module,
+        transformer: nn.Module,
+        position_encoding: nn.Module,
         num_classes: int,
+        num_queries: int,
         in_features: Sequence[str],
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
@@ -73,7 +92,10 @@ class DETRMetaArch(nn.Module):
         Args:
             backbone: a detectron2 ``Backbone`` producing ``in_features``.
             criterion: a :class:`SetCriterion`, called as ``criterion(outputs, targets)``.
+            transformer: the variant's encoder-decoder (a :class:`detr_core.transformer.DETRFamilyTransformer`).
+            position_encoding: image position encoding of a padding mask, e.g. ``PositionEmbeddingSine(d / 2)``.
             num_classes: number of object classes (detectron2's contiguous ids, 80 for COCO).
+            num_queries: number of object queries (reference points, anchors or boxes).
             in_features: backbone outputs used, e.g. ``("res5",)``.
             pixel_mean, pixel_std: per-channel statistics in ``input_format`` order, 0-255 scale.
             size_divisibility: pad the batch to a multiple of this (1: to the largest image only, as the
@@ -90,7 +112,10 @@ class DETRMetaArch(nn.Module):
             raise ValueError(f"pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
         self.backbone = backbone
         self.criterion = criterion
+        self.transformer = transformer
+        self.position_encoding = position_encoding
         self.num_classes = num_classes
+        self.num_queries = num_queries
         self.in_features = list(in_features)
         self.feature_strides = [feature_shape_spec(backbone, f).stride for f in self.in_features]
         self.feature_channels = [feature_shape_spec(backbone, f).channels for f in self.in_features]

@@ -7,6 +7,7 @@ prefixes only.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import List, Optional
 
 import torch
@@ -28,6 +29,7 @@ __all__ = [
     "TransformerEncoder",
     "DETRDecoderLayer",
     "DETRDecoder",
+    "DETRFamilyTransformer",
     "DETRTransformer",
 ]
 
@@ -81,23 +83,33 @@ class PostNormLayer(nn.Module):
     dropout and a LayerNorm (``norm{i}(x + dropout{i}(update))``), then the same for the FFN
     ``linear2(dropout(activation(linear1(x))))``.
 
-    A layer builds its attention modules first (official names: ``self_attn``, ``multihead_attn``,
-    ``ca_*_proj``, ``cross_attn`` ...) and then calls :meth:`build_ffn`, which creates the official
-    ``linear1``, ``dropout``, ``linear2``, ``norm1..n``, ``dropout1..n`` and ``activation``, in the
-    official order (so seeded initialisation is unchanged too).
+    The constructor is the one of every layer: a variant implements :meth:`build_attention`, which creates
+    its attention modules under the official names (``self_attn``, ``multihead_attn``, ``ca_*_proj``,
+    ``cross_attn`` ...) and takes the variant's own ``attention_options``; then the official ``linear1``,
+    ``dropout``, ``linear2``, ``norm1..n``, ``dropout1..n`` and ``activation`` are created, in the official
+    order (so seeded initialisation is the official code's too). ``num_steps`` counts the attention steps
+    and the FFN.
     """
 
-    def build_ffn(self, d_model: int, dim_feedforward: int, dropout: float, activation: str, num_steps: int) -> None:
-        """FFN and one (norm, dropout) pair per step; ``num_steps`` counts the attention steps + the FFN."""
+    num_steps = 2
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation: str = "relu", **attention_options):
+        super().__init__()
+        self.d_model = d_model
+        self.nhead = nhead
+        self.build_attention(d_model, nhead, dropout, **attention_options)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        for step in range(1, num_steps + 1):
+        for step in range(1, self.num_steps + 1):
             setattr(self, f"norm{step}", nn.LayerNorm(d_model))
-        for step in range(1, num_steps + 1):
+        for step in range(1, self.num_steps + 1):
             setattr(self, f"dropout{step}", nn.Dropout(dropout))
         self.activation = build_activation(activation)
-        self.num_steps = num_steps
+
+    def build_attention(self, d_model: int, nhead: int, dropout: float, **options) -> None:
+        raise NotImplementedError
 
     def residual(self, step: int, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         """``norm{step}(x + dropout{step}(update))``."""
@@ -111,12 +123,8 @@ class PostNormLayer(nn.Module):
 class TransformerEncoderLayer(PostNormLayer):
     """Post-norm encoder layer: q = k = src + pos, v = src; residual + LayerNorm; FFN; residual + LayerNorm."""
 
-    def __init__(
-        self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: str = "relu"
-    ):
-        super().__init__()
+    def build_attention(self, d_model: int, nhead: int, dropout: float) -> None:
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=2)
 
     def self_attention(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor], **context):
         qk = src + pos
@@ -154,8 +162,12 @@ class PostNormDecoderLayer(PostNormLayer):
     else (residuals, LayerNorms, dropouts, FFN) is shared.
     """
 
+    num_steps = 3
+
     def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The update of the queries' self-attention; by default ``self_attn(tgt, query_pos)`` (the conditional
+        self-attention of Conditional DETR, DAB-DETR and SAM-DETR projects content and position itself)."""
+        return self.self_attn(tgt, query_pos)[0]
 
     def cross_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor, *context, need_weights: bool = False):
         raise NotImplementedError
@@ -171,13 +183,9 @@ class PostNormDecoderLayer(PostNormLayer):
 class DETRDecoderLayer(PostNormDecoderLayer):
     """Vanilla DETR post-norm decoder layer (``self_attn``, ``multihead_attn``)."""
 
-    def __init__(
-        self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: str = "relu"
-    ):
-        super().__init__()
+    def build_attention(self, d_model: int, nhead: int, dropout: float) -> None:
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=3)
 
     def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
         qk = tgt + query_pos
@@ -209,29 +217,64 @@ class DETRDecoder(nn.Module):
         return DecoderOutput(torch.stack(intermediate), memory, **DecoderOutput.collect(layer_maps))
 
 
-class DETRTransformer(nn.Module):
-    """Vanilla DETR encoder-decoder (Carion et al. 2020): zeros as content queries, learned query positions."""
+class DETRFamilyTransformer(nn.Module):
+    """What every variant's transformer shares: its size, a post-norm encoder (:meth:`build_encoder`), the
+    variant's decoder (:meth:`build_decoder`, which receives the variant's ``decoder_options``), and the
+    official initialisation (:meth:`reset_parameters`: Xavier-uniform on every matrix, after construction).
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-    ):
+    Args:
+        d_model, nhead: width and heads; num_encoder_layers, num_decoder_layers: depths;
+        dim_feedforward, dropout, activation: of every layer; decoder_options: the variant's own.
+    """
+
+    #: arguments of the shared constructor a subclass replaces by its own (see :meth:`config_signature`)
+    replaced_arguments: tuple = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = cls.config_signature()
+
+    @classmethod
+    def config_signature(cls) -> inspect.Signature:
+        """The arguments a config can give the class: those of its constructors and of its
+        :meth:`build_decoder` (which the shared constructor receives as ``**decoder_options``). Exposed as
+        the class's signature, so that LazyConfig tools see (and check override keys against) the real ones."""
+        functions = [k.__dict__["__init__"] for k in cls.__mro__ if "__init__" in k.__dict__ and issubclass(k, DETRFamilyTransformer)]
+        params = {}
+        for fn in functions + [cls.build_decoder]:
+            for p in list(inspect.signature(fn).parameters.values())[1:]:  # after self
+                variadic = p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                if not variadic and p.name not in ("layer", "num_layers", *cls.replaced_arguments, *params):
+                    params[p.name] = p.replace(kind=p.KEYWORD_ONLY)
+        return inspect.Signature(list(params.values()))
+
+    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, activation: str = "relu", **decoder_options):
         super().__init__()
         self.d_model = d_model
         self.nhead = nhead
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
-        )
-        self.decoder = DETRDecoder(
-            DETRDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_decoder_layers, d_model
-        )
+        self.num_decoder_layers = num_decoder_layers
+        layer = (d_model, nhead, dim_feedforward, dropout, activation)
+        self.encoder = self.build_encoder(layer, num_encoder_layers)
+        self.decoder = self.build_decoder(layer, num_decoder_layers, **decoder_options)
+        self.reset_parameters()
+
+    def build_encoder(self, layer: tuple, num_layers) -> nn.Module:
+        """``layer``: the arguments of every layer (d_model, nhead, dim_feedforward, dropout, activation)."""
+        return TransformerEncoder(TransformerEncoderLayer(*layer), num_layers)
+
+    def build_decoder(self, layer: tuple, num_layers: int, **options) -> nn.Module:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
         xavier_init_(self)
+
+
+class DETRTransformer(DETRFamilyTransformer):
+    """Vanilla DETR encoder-decoder (Carion et al. 2020): zeros as content queries, learned query positions."""
+
+    def build_decoder(self, layer: tuple, num_layers: int) -> nn.Module:
+        return DETRDecoder(DETRDecoderLayer(*layer), num_layers, self.d_model)
 
     def forward(self, src, pos, attn_bias, query_pos, need_weights: bool = False) -> DecoderOutput:
         """src, pos: (B, HW, C); attn_bias: (B, 1, 1, HW); query_pos: (Q, C). See :class:`DETRDecoder`."""

@@ -20,15 +20,8 @@ from typing import Dict, List, Mapping
 import torch
 
 from detr_core.convert import (
-    ConversionError,
-    convert_official,
-    count_layers,
-    encoder_layer_keys,
-    linear_keys,
-    mlp_keys,
-    register_converter,
-    rename_self_attn,
-    select_class_rows,
+    ConversionError, convert_official, count_layers, encoder_layer_keys, linear_keys, mlp_keys,
+    register_converter, rename_self_attn,
 )
 
 __all__ = ["convert_sam_detr", "describe_official", "official_sam_detr_keys"]
@@ -82,14 +75,8 @@ def convert_sam_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) -
         input_proj_norm="input_proj.0.1.weight" in state,
         point2_layers=point2 or (0, 2, 4, 6),
     )
-    return convert_official(
-        state,
-        expected,
-        "SAM-DETR",
-        class_rows=lambda rows: select_class_rows(rows, num_classes, keep_no_object=False),
-        rename=_rename,
-        duplicates={"transformer.decoder.bbox_embed.": "bbox_embed."},
-    )
+    duplicates = {"transformer.decoder.bbox_embed.": "bbox_embed."}
+    return convert_official(state, expected, "SAM-DETR", num_classes, rename=_rename, duplicates=duplicates)
 
 
 def describe_official(state: Mapping[str, torch.Tensor]) -> Dict[str, object]:

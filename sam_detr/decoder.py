@@ -20,14 +20,7 @@ from detr_core.conditional_attention import ConditionalSelfAttention
 from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
 from detr_core.spatial_prior import FeatureGrid, feature_grid, gaussian_log_prior
-from detr_core.transformer import (
-    MLP,
-    PostNormDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    clone_layers,
-    xavier_init_,
-)
+from detr_core.transformer import MLP, DETRFamilyTransformer, PostNormDecoderLayer, clone_layers
 
 from .semantics_aligner import SemanticsAligner, valid_ratios
 
@@ -79,30 +72,15 @@ class SharedKeyAttention(ProjectedAttention):
 class SAMDecoderLayer(PostNormDecoderLayer):
     """Post-norm decoder layer: conditional self-attention → Semantics Aligner → cross-attention → FFN.
 
-    Args:
-        d_model, nhead, dim_feedforward, dropout, activation: as DETR; ``nhead`` is also the number of
-            salient points ``M``.
+    Args (after those of every layer, d_model, nhead, dim_feedforward, dropout, activation; ``nhead`` is
+    also the number of salient points ``M``):
         smca: SAM-DETR w/ SMCA — add a log-Gaussian prior centred on each head's salient point.
         smca_beta: β of the prior (8 upstream).
         roi_size, point_channels, point_hidden_dims: see :class:`SemanticsAligner`.
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        smca: bool = False,
-        smca_beta: float = 8.0,
-        roi_size: int = 7,
-        point_channels: int = 64,
-        point_hidden_dims: Sequence[int] = (256, 512, 512),
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
+    def build_attention(self, d_model: int, nhead: int, dropout: float, smca: bool = False, smca_beta: float = 8.0,
+                        roi_size: int = 7, point_channels: int = 64, point_hidden_dims: Sequence[int] = (256, 512, 512)):
         self.smca = smca
         self.smca_beta = smca_beta
         # Self-attention over queries (Conditional DETR style: separate content/position projections).
@@ -112,16 +90,11 @@ class SAMDecoderLayer(PostNormDecoderLayer):
             d_model, nhead, roi_size, point_channels, point_hidden_dims, predict_scales=smca
         )
         # Cross-attention: q/k of width d per head (scale d^-0.5), values of d / M per head.
-        self.ca_qcontent_proj = nn.Linear(d_model, d_model)
-        self.ca_kcontent_proj = nn.Linear(d_model, d_model)
-        self.ca_v_proj = nn.Linear(d_model, d_model)
+        for name in ("qcontent", "kcontent", "v"):  # the official order
+            setattr(self, f"ca_{name}_proj", nn.Linear(d_model, d_model))
         self.ca_qpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.ca_kpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.cross_attn = SharedKeyAttention(nhead * d_model, nhead, dropout=dropout, value_dim=d_model)
-        self.build_ffn(d_model, dim_feedforward, dropout, activation, num_steps=3)
-
-    def self_attention(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        return self.self_attn(tgt, query_pos)[0]
 
     def cross_attention(
         self,
@@ -175,15 +148,8 @@ class SAMDecoder(nn.Module):
         self.layers = clone_layers(layer, num_layers)
         self.num_layers = num_layers
 
-    def forward(
-        self,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        mask: torch.Tensor,
-        query_embed: torch.Tensor,
-        bbox_embed: nn.ModuleList,
-        need_weights: bool = False,
-    ) -> DecoderOutput:
+    def forward(self, memory: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, query_embed: torch.Tensor,
+                bbox_embed: nn.ModuleList, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             memory, pos: (B, HW, d); mask: (B, H, W) bool padding mask of the feature map.
@@ -233,67 +199,24 @@ class SAMDecoder(nn.Module):
         )
 
 
-class SAMDETRTransformer(nn.Module):
+class SAMDETRTransformer(DETRFamilyTransformer):
     """DETR post-norm encoder + SAM-DETR decoder, Xavier-initialised like upstream's ``Transformer``.
 
-    Args:
-        d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout, activation:
-            as DETR (256, 8, 6, 6, 2048, 0.1, relu); ``nhead`` is the number of salient points.
-        smca, smca_beta: SAM-DETR w/ SMCA and its β.
-        roi_size, point_channels, point_hidden_dims: the Semantics Aligner's sizes (7, 64, (256, 512, 512)).
+    Decoder options: ``smca``, ``smca_beta`` (SAM-DETR w/ SMCA and its β), ``roi_size``, ``point_channels``,
+    ``point_hidden_dims`` (the Semantics Aligner's sizes: 7, 64, (256, 512, 512)); ``nhead`` is the number of
+    salient points. The Xavier pass runs after every submodule's own init (so ``point2[-1].weight`` ends up
+    Xavier, its bias 0); biases keep their init (attention out_proj / encoder in_proj biases are 0).
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        smca: bool = False,
-        smca_beta: float = 8.0,
-        roi_size: int = 7,
-        point_channels: int = 64,
-        point_hidden_dims: Sequence[int] = (256, 512, 512),
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
-        self.num_decoder_layers = num_decoder_layers
+    def build_decoder(self, layer: tuple, num_layers: int, smca: bool = False, smca_beta: float = 8.0,
+                      roi_size: int = 7, point_channels: int = 64,
+                      point_hidden_dims: Sequence[int] = (256, 512, 512)) -> SAMDecoder:
         self.smca = smca
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
-        )
-        self.decoder = SAMDecoder(
-            SAMDecoderLayer(
-                d_model,
-                nhead,
-                dim_feedforward,
-                dropout,
-                activation,
-                smca=smca,
-                smca_beta=smca_beta,
-                roi_size=roi_size,
-                point_channels=point_channels,
-                point_hidden_dims=tuple(point_hidden_dims),
-            ),
-            num_decoder_layers,
-        )
-        # After every submodule's own init (so point2[-1].weight ends up Xavier, its bias 0); biases keep
-        # their init (attention out_proj / encoder in_proj biases are 0 by construction).
-        xavier_init_(self)
+        aligner = dict(roi_size=roi_size, point_channels=point_channels, point_hidden_dims=tuple(point_hidden_dims))
+        return SAMDecoder(SAMDecoderLayer(*layer, smca=smca, smca_beta=smca_beta, **aligner), num_layers)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        pos: torch.Tensor,
-        mask: torch.Tensor,
-        query_embed: torch.Tensor,
-        bbox_embed: nn.ModuleList,
-        need_weights: bool = False,
-    ) -> DecoderOutput:
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, query_embed: torch.Tensor,
+                bbox_embed: nn.ModuleList, need_weights: bool = False) -> DecoderOutput:
         """src, pos: (B, HW, d); mask: (B, H, W); query_embed: (N, 4). See :meth:`SAMDecoder.forward`."""
         memory = self.encoder(src, pos, padding_bias(mask.flatten(1)))
         return self.decoder(memory, pos, mask, query_embed, bbox_embed, need_weights)

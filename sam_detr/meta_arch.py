@@ -10,7 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
-from detr_core.config import base_from_config, transformer_kwargs
+from detr_core.config import transformer_kwargs
 from detr_core.meta_arch import DETRMetaArch
 from detr_core.transformer import clone_layers, inverse_sigmoid
 
@@ -31,59 +31,36 @@ class SAMDETR(DETRMetaArch):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: SAMDETRTransformer,
-        position_encoding: nn.Module,
-        num_queries: int = 300,
-        in_feature: str = "res5",
-        input_proj_norm: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, in_feature: str = "res5", input_proj_norm: bool = False, **kwargs):
         """
         Args:
-            transformer: a :class:`SAMDETRTransformer` (SMCA on/off is its ``smca`` flag).
-            position_encoding: image position encoding; SAM-DETR uses the half-cell convention,
-                ``PositionEmbeddingSine(d / 2, normalize=True, offset=-0.5)``.
-            num_queries: number of reference boxes / queries (300).
             in_feature: the backbone output used (``"res5"``; DC5 = dilated res5).
             input_proj_norm: GroupNorm(32, d) after the 1×1 input projection (official 12-epoch models).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, a :class:`SAMDETRTransformer`, whose ``smca``
+                flag makes SAM-DETR w/ SMCA; the position encoding at cell centres,
+                ``PositionEmbeddingSine(d / 2, normalize=True, offset=-0.5)``, ...).
         """
         super().__init__(in_features=[in_feature], **kwargs)
-        d_model = transformer.d_model
-        num_layers = transformer.num_decoder_layers
-        self.transformer = transformer
-        self.position_encoding = position_encoding
+        d_model = self.transformer.d_model
+        num_layers = self.transformer.num_decoder_layers
         proj = [nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)]
         if input_proj_norm:
             proj.append(nn.GroupNorm(32, d_model))
         self.input_proj = nn.Sequential(*proj)
-        self.query_embed = nn.Embedding(num_queries, 4)  # reference boxes, cxcywh logits
+        self.query_embed = nn.Embedding(self.num_queries, 4)  # reference boxes, cxcywh logits
 
         class_embed, bbox_embed = self.prediction_heads(d_model, zero_box_init=True)
         # One head per decoder layer (identical initial values, trained separately).
         self.class_embed = clone_layers(class_embed, num_layers)
         self.bbox_embed = clone_layers(bbox_embed, num_layers)
 
+    yacs_node = "SAM_DETR"
+
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.SAM_DETR
-        transformer = transformer_kwargs(
-            node,
-            smca=node.SMCA,
-            smca_beta=node.SMCA_BETA,
-            roi_size=node.ROI_SIZE,
-            point_channels=node.POINT_CHANNELS,
-            point_hidden_dims=tuple(node.POINT_HIDDEN_DIMS),
-        )
-        return {
-            **base_from_config(cfg, node, loss_class="focal"),
-            "transformer": SAMDETRTransformer(**transformer),
-            "in_feature": node.IN_FEATURE,
-            "input_proj_norm": node.INPUT_PROJ_NORM,
-        }
+    def variant_from_config(cls, node):
+        aligner = dict(roi_size=node.ROI_SIZE, point_channels=node.POINT_CHANNELS, point_hidden_dims=node.POINT_HIDDEN_DIMS)
+        transformer = SAMDETRTransformer(**transformer_kwargs(node, smca=node.SMCA, smca_beta=node.SMCA_BETA, **aligner))
+        return {"transformer": transformer, "in_feature": node.IN_FEATURE, "input_proj_norm": node.INPUT_PROJ_NORM}
 
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
         """See :meth:`DETRMetaArch.forward_images`. The decoder output's ``references`` are the reference

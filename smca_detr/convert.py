@@ -19,14 +19,8 @@ from typing import Dict, List, Mapping
 import torch
 
 from detr_core.convert import (
-    attention_keys,
-    convert_official,
-    count_layers,
-    encoder_layer_keys,
-    linear_keys,
-    mlp_keys,
-    register_converter,
-    select_class_rows,
+    convert_official, count_layers, detr_decoder_layer_keys, encoder_layer_keys, linear_keys, mlp_keys,
+    register_converter, select_class_rows,
 )
 
 __all__ = ["convert_smca_detr", "expected_official_keys"]
@@ -40,9 +34,7 @@ def expected_official_keys(num_encoder_layers: int, num_decoder_layers: int, has
         keys += encoder_layer_keys(f"transformer.encoder.layers.{i}")
     for i in range(num_decoder_layers):
         prefix = f"transformer.decoder.layers.{i}"
-        keys += attention_keys(f"{prefix}.self_attn") + attention_keys(f"{prefix}.multihead_attn")
-        modules = ["linear1", "linear2", "norm1", "norm2", "norm3", "norm4", "point2"] + (["point3"] if has_point3 else [])
-        keys += [k for name in modules for k in linear_keys(f"{prefix}.{name}")]
+        keys += detr_decoder_layer_keys(prefix, ["norm4", "point2"] + (["point3"] if has_point3 else []))
         if i == 0:
             keys += mlp_keys(f"{prefix}.point1", center_mlp_layers)
     return keys + linear_keys("transformer.decoder.norm")
@@ -67,6 +59,5 @@ def convert_smca_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) 
         has_point3="transformer.decoder.layers.0.point3.weight" in state,
         center_mlp_layers=count_layers(state, "transformer.decoder.layers.0.point1.layers"),
     )
-    return convert_official(
-        state, expected, "single-scale SMCA-DETR", class_rows=lambda rows: _class_rows(rows, num_classes)
-    )
+    rows = lambda rows: _class_rows(rows, num_classes)  # noqa: E731
+    return convert_official(state, expected, "single-scale SMCA-DETR", num_classes, class_rows=rows)

@@ -11,7 +11,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from detr_core.backbone import padding_mask
-from detr_core.config import base_from_config, transformer_kwargs
+from detr_core.config import transformer_kwargs
 from detr_core.meta_arch import DETRMetaArch, image_sizes_tensor
 
 from .multi_scale import MultiScaleSMCATransformer
@@ -42,28 +42,18 @@ class SMCADETR(DETRMetaArch):
     }
 
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: nn.Module,
-        position_encoding: nn.Module,
-        num_queries: int = 300,
-        in_features: Sequence[str] = ("res5",),
-        num_extra_levels: int = 0,
-        **kwargs,
-    ):
+    def __init__(self, *, in_features: Sequence[str] = ("res5",), num_extra_levels: int = 0, **kwargs):
         """
         Args:
-            transformer: :class:`SMCATransformer` or :class:`MultiScaleSMCATransformer`.
-            position_encoding: sine encoding of a padding mask, e.g. ``PositionEmbeddingSine(128)``.
-            num_queries: number of object queries (300).
             in_features: backbone outputs used (single-scale: ``("res5",)``; multi-scale COCO:
                 ``("res4", "res5")``).
             num_extra_levels: stride-2 levels added after the last backbone level (multi-scale COCO: 1,
                 giving stride 64).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, an :class:`SMCATransformer` or
+                :class:`MultiScaleSMCATransformer`, ...).
         """
         super().__init__(in_features=in_features, **kwargs)
+        transformer = self.transformer
         num_levels = len(self.in_features) + num_extra_levels
         if num_levels != transformer.num_levels:
             raise ValueError(
@@ -73,8 +63,6 @@ class SMCADETR(DETRMetaArch):
         if transformer.num_levels == 1 and isinstance(transformer, MultiScaleSMCATransformer):
             raise ValueError("a multi-scale SMCA transformer needs more than one level")
         d_model = transformer.d_model
-        self.transformer = transformer
-        self.position_encoding = position_encoding
         self.multi_scale = isinstance(transformer, MultiScaleSMCATransformer)
         self.num_extra_levels = num_extra_levels
         self.level_strides = self.feature_strides + [self.feature_strides[-1] * 2 ** (i + 1) for i in range(num_extra_levels)]
@@ -92,37 +80,26 @@ class SMCADETR(DETRMetaArch):
                 raise ValueError("single-scale SMCA takes no extra levels")
             # official name and layout: one 1x1 conv (no ModuleList, no GroupNorm)
             self.input_proj = nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)
-        self.query_embed = nn.Embedding(num_queries, d_model)
+        self.query_embed = nn.Embedding(self.num_queries, d_model)
         self.class_embed, self.bbox_embed = self.prediction_heads(d_model, zero_box_init=False)
 
+    yacs_node = "SMCA_DETR"
+
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.SMCA_DETR
+    def variant_from_config(cls, node):
         ms = node.MULTI_SCALE
-        common = transformer_kwargs(node, dynamic_scale=node.DYNAMIC_SCALE, smooth=node.SMOOTH)
-        if ms.ENABLED:
-            in_features = list(ms.IN_FEATURES)
-            num_extra = ms.NUM_EXTRA_LEVELS
-            del common["num_encoder_layers"]  # the layer types give the encoder's depth
-            common.update(
-                encoder_layer_types=list(ms.ENCODER_LAYERS),
-                dim_feedforward=ms.DIM_FEEDFORWARD,
-                center_mlp_layers=ms.CENTER_MLP_LAYERS,
-                num_levels=len(in_features) + num_extra,
-                reference_level=ms.REFERENCE_LEVEL,
-                per_level_offsets=ms.PER_LEVEL_OFFSETS,
-                per_level_scales=ms.PER_LEVEL_SCALES,
-            )
-            transformer = MultiScaleSMCATransformer(**common)
-        else:
-            in_features, num_extra = [node.IN_FEATURE], 0
-            transformer = SMCATransformer(center_mlp_layers=node.CENTER_MLP_LAYERS, **common)
-        return {
-            **base_from_config(cfg, node, loss_class="focal"),
-            "transformer": transformer,
-            "in_features": in_features,
-            "num_extra_levels": num_extra,
-        }
+        transformer = transformer_kwargs(node, dynamic_scale=node.DYNAMIC_SCALE, smooth=node.SMOOTH)
+        if not ms.ENABLED:
+            transformer = SMCATransformer(center_mlp_layers=node.CENTER_MLP_LAYERS, **transformer)
+            return {"transformer": transformer, "in_features": [node.IN_FEATURE], "num_extra_levels": 0}
+        del transformer["num_encoder_layers"]  # the layer types give the encoder's depth
+        transformer.update(
+            encoder_layer_types=list(ms.ENCODER_LAYERS), dim_feedforward=ms.DIM_FEEDFORWARD,
+            center_mlp_layers=ms.CENTER_MLP_LAYERS, num_levels=len(ms.IN_FEATURES) + ms.NUM_EXTRA_LEVELS,
+            reference_level=ms.REFERENCE_LEVEL, per_level_offsets=ms.PER_LEVEL_OFFSETS, per_level_scales=ms.PER_LEVEL_SCALES,
+        )
+        transformer = MultiScaleSMCATransformer(**transformer)
+        return {"transformer": transformer, "in_features": list(ms.IN_FEATURES), "num_extra_levels": ms.NUM_EXTRA_LEVELS}
 
     def level_inputs(self, images: ImageList):
         """Per level: projected features (B, HW, C), position encodings (B, HW, C), masks (B, H, W)."""

@@ -33,11 +33,10 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from detr_core.attention import MultiheadAttention, padding_bias
-from detr_core.spatial_prior import feature_grid
+from detr_core.attention import MultiheadAttention
 from detr_core.transformer import TransformerEncoderLayer
 
-from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder, init_smca_transformer_
+from .spatially_modulated_co_attention import SMCADecoderLayer, SMCATransformer
 
 __all__ = [
     "ENCODER_LAYER_TYPES",
@@ -59,19 +58,11 @@ class MultiScaleEncoderLayer(TransformerEncoderLayer):
     act per token, so they are shared across scales either way.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        scope: str = "intra",
-    ):
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)
+    def build_attention(self, d_model: int, nhead: int, dropout: float, scope: str = "intra") -> None:
         if scope not in ENCODER_LAYER_TYPES:
             raise ValueError(f"encoder layer type must be one of {ENCODER_LAYER_TYPES}, got {scope!r}")
         self.scope = scope
+        super().build_attention(d_model, nhead, dropout)
 
     def self_attention(self, src, pos, attn_bias, level_sizes: Sequence[int]) -> torch.Tensor:
         """src, pos: (B, ΣHW, C); attn_bias: (B, 1, 1, ΣHW) padding bias; level_sizes: tokens per level."""
@@ -157,37 +148,15 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
     """SMCA decoder layer over multi-scale memory with scale-selection attention (``scale_selection``:
     Linear(d, L) → softmax = α)."""
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        predict_center: bool = False,
-        center_mlp_layers: int = 2,
-        num_levels: int = 3,
-        per_level_offsets: bool = False,
-        per_level_scales: bool = False,
-    ):
-        super().__init__(
-            d_model,
-            nhead,
-            dim_feedforward,
-            dropout,
-            activation,
-            dynamic_scale=dynamic_scale,
-            smooth=smooth,
-            predict_center=predict_center,
-            center_mlp_layers=center_mlp_layers,
-            num_offset_sets=num_levels if per_level_offsets else 1,
-            num_scale_sets=num_levels if per_level_scales else 1,
-        )
+    def __init__(self, *args, num_levels: int = 3, per_level_offsets: bool = False, per_level_scales: bool = False,
+                 **kwargs):
+        """``args``, ``kwargs``: those of :class:`SMCADecoderLayer`; ``per_level_offsets`` / ``per_level_scales``:
+        one set of head offsets / scales per level instead of one shared by all."""
+        sets = dict(num_offset_sets=num_levels if per_level_offsets else 1, num_scale_sets=num_levels if per_level_scales else 1)
+        super().__init__(*args, **sets, **kwargs)
         self.num_levels = num_levels
-        self.multihead_attn = ScaleSelectionAttention(d_model, nhead, dropout=dropout)
-        self.scale_selection = nn.Linear(d_model, num_levels)
+        self.multihead_attn = ScaleSelectionAttention(self.d_model, self.nhead, dropout=self.multihead_attn.dropout)
+        self.scale_selection = nn.Linear(self.d_model, num_levels)
 
     def scale_weights(self, out: torch.Tensor) -> torch.Tensor:
         """α = softmax(scale_selection(out)) (B, Q, L), from the layer's LN4(tgt + query_pos)."""
@@ -203,91 +172,35 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
         return attn, ({"cross_attn": weights, "scale_weights": scale_weights} if need_weights else {})
 
 
-class MultiScaleSMCATransformer(nn.Module):
+class MultiScaleSMCATransformer(SMCATransformer):
     """Intra/multi-scale encoder + scale-selection SMCA decoder (paper Sec. 3.3).
 
     Args:
-        d_model, nhead, dropout, activation: transformer width, heads, dropout, FFN activation.
-        encoder_layer_types: sequence of ``"intra"`` / ``"multi"`` (paper: 2 intra, 1 multi, 2 intra).
-        num_decoder_layers: decoder depth (6).
+        encoder_layer_types: sequence of ``"intra"`` / ``"multi"`` (paper: 2 intra, 1 multi, 2 intra); it
+            replaces ``num_encoder_layers``.
         dim_feedforward: FFN width of encoder and decoder (paper: 1024).
-        dynamic_scale, smooth: as single-scale SMCA (type3, β = 8).
         center_mlp_layers: depth of the centre MLP ``point1`` (paper eq. 3: 2).
         num_levels: feature levels (3: strides 16/32/64 on COCO).
         reference_level: the level whose cells are the unit of centres, offsets and distances.
-        per_level_offsets, per_level_scales: predict head offsets / scales per level instead of sharing.
+        per_level_offsets, per_level_scales: predict head offsets / scales per level instead of sharing them.
+        kwargs: the rest of :class:`SMCATransformer`'s (d_model, nhead, num_decoder_layers, dropout,
+            activation, dynamic_scale, smooth).
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        encoder_layer_types: Sequence[str] = ("intra", "intra", "multi", "intra", "intra"),
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        center_mlp_layers: int = 2,
-        num_levels: int = 3,
-        reference_level: int = 1,
-        per_level_offsets: bool = False,
-        per_level_scales: bool = False,
-    ):
-        super().__init__()
+    layer_cls = ScaleSelectionDecoderLayer
+    replaced_arguments = ("num_encoder_layers",)  # by encoder_layer_types
+
+    def __init__(self, *, encoder_layer_types: Sequence[str] = ("intra", "intra", "multi", "intra", "intra"),
+                 dim_feedforward: int = 1024, center_mlp_layers: int = 2, num_levels: int = 3, reference_level: int = 1,
+                 per_level_offsets: bool = False, per_level_scales: bool = False, **kwargs):
         if not 0 <= reference_level < num_levels:
             raise ValueError(f"reference_level={reference_level} is not one of the {num_levels} levels")
-        self.d_model = d_model
-        self.nhead = nhead
+        per_level = dict(per_level_offsets=per_level_offsets, per_level_scales=per_level_scales)
+        # the multi-scale encoder's depth is its sequence of layer types
+        super().__init__(num_encoder_layers=tuple(encoder_layer_types), dim_feedforward=dim_feedforward,
+                         center_mlp_layers=center_mlp_layers, num_levels=num_levels, **per_level, **kwargs)
         self.num_levels = num_levels
         self.reference_level = reference_level
-        self.encoder = MultiScaleEncoder(encoder_layer_types, d_model, nhead, dim_feedforward, dropout, activation)
-        self.decoder = build_smca_decoder(
-            d_model,
-            nhead,
-            num_decoder_layers,
-            dim_feedforward,
-            dropout,
-            activation,
-            dynamic_scale,
-            smooth,
-            center_mlp_layers,
-            layer_cls=ScaleSelectionDecoderLayer,
-            num_levels=num_levels,
-            per_level_offsets=per_level_offsets,
-            per_level_scales=per_level_scales,
-        )
-        init_smca_transformer_(self)
 
-    def forward(
-        self,
-        srcs: Sequence[torch.Tensor],
-        poss: Sequence[torch.Tensor],
-        masks: Sequence[torch.Tensor],
-        query_pos: torch.Tensor,
-        image_wh: torch.Tensor,
-        strides: Sequence[int],
-        need_weights: bool = False,
-    ):
-        """
-        Args:
-            srcs, poss: per level (B, HW_l, C) projected features and position encodings (with the level
-                embedding already added).
-            masks: per level (B, H_l, W_l) padding masks.
-            query_pos: (Q, C); image_wh: (B, 2) unpadded (w, h) pixels; strides: per level.
-
-        Returns:
-            the decoder's :class:`DecoderOutput` (``reference_logits``: the layer-0 centre logit (B, Q, 2)).
-        """
-        if len(srcs) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} feature levels, got {len(srcs)}")
-        level_sizes = [m.shape[-2] * m.shape[-1] for m in masks]
-        src = torch.cat(list(srcs), dim=1)
-        pos = torch.cat(list(poss), dim=1)
-        attn_bias = padding_bias(torch.cat([m.flatten(1) for m in masks], dim=1))
-        memory = self.encoder(src, pos, attn_bias, level_sizes)
-
-        ref_stride = strides[self.reference_level]
-        grids = [feature_grid(*m.shape[-2:], device=src.device).scaled(s / ref_stride) for m, s in zip(masks, strides)]
-        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, ref_stride, need_weights)
+    def build_encoder(self, layer: tuple, layer_types: Sequence[str]) -> MultiScaleEncoder:
+        return MultiScaleEncoder(layer_types, *layer)

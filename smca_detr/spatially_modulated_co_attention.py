@@ -33,20 +33,13 @@ from torch import nn
 from detr_core.attention import padding_bias
 from detr_core.outputs import DecoderOutput
 from detr_core.spatial_prior import FeatureGrid, axis_square_distances, feature_grid, gaussian_log_prior
-from detr_core.transformer import (
-    MLP,
-    DETRDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    xavier_init_,
-)
+from detr_core.transformer import MLP, DETRDecoderLayer, DETRFamilyTransformer, xavier_init_
 
 __all__ = [
     "SCALE_OUTPUTS",
     "SMCADecoderLayer",
     "SMCADecoder",
     "SMCATransformer",
-    "build_smca_decoder",
     "smca_log_prior",
 ]
 
@@ -87,7 +80,7 @@ class SMCADecoderLayer(DETRDecoderLayer):
     ``multihead_attn``), so official checkpoints load by renaming the backbone only.
 
     Args:
-        d_model, nhead, dim_feedforward, dropout, activation: as :class:`DETRDecoderLayer`.
+        args, kwargs: d_model, nhead, dim_feedforward, dropout, activation of :class:`DETRDecoderLayer`.
         dynamic_scale: ``"type1"``/``"type2"``/``"type3"``/``"type4"`` (see module docstring).
         smooth: β of the Gaussian.
         predict_center: this layer owns ``point1`` and predicts the reference centre (layer 0).
@@ -96,24 +89,12 @@ class SMCADecoderLayer(DETRDecoderLayer):
             multi-scale layer can predict one set per feature level).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        predict_center: bool = False,
-        center_mlp_layers: int = 3,
-        num_offset_sets: int = 1,
-        num_scale_sets: int = 1,
-    ):
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)
+    def __init__(self, *args, dynamic_scale: str = "type3", smooth: float = 8.0, predict_center: bool = False,
+                 center_mlp_layers: int = 3, num_offset_sets: int = 1, num_scale_sets: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)  # DETR's layer: attention, FFN and norms first, as upstream
         if dynamic_scale not in SCALE_OUTPUTS:
             raise ValueError(f"dynamic_scale must be one of {sorted(SCALE_OUTPUTS)}, got {dynamic_scale!r}")
-        self.nhead = nhead
+        d_model, nhead = self.d_model, self.nhead
         self.dynamic_scale = dynamic_scale
         self.smooth = smooth
         self.num_offset_sets = num_offset_sets
@@ -256,107 +237,53 @@ class SMCADecoder(nn.Module):
         return self(tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights)
 
 
-def init_smca_transformer_(transformer: nn.Module) -> None:
-    """Xavier-uniform on every matrix of ``transformer`` (official ``_reset_parameters``), then SMCA's own
-    initialisation of the scale heads of each decoder layer."""
-    xavier_init_(transformer)
-    for layer in transformer.decoder.layers:
-        layer.reset_scale_parameters()
-
-
-def build_smca_decoder(
-    d_model: int,
-    nhead: int,
-    num_layers: int,
-    dim_feedforward: int,
-    dropout: float,
-    activation: str,
-    dynamic_scale: str,
-    smooth: float,
-    center_mlp_layers: int,
-    layer_cls=SMCADecoderLayer,
-    **layer_kwargs,
-) -> SMCADecoder:
-    """``num_layers`` independent layers, the first with ``point1`` (the official layout)."""
-    layers = [
-        layer_cls(
-            d_model,
-            nhead,
-            dim_feedforward,
-            dropout,
-            activation,
-            dynamic_scale=dynamic_scale,
-            smooth=smooth,
-            predict_center=index == 0,
-            center_mlp_layers=center_mlp_layers,
-            **layer_kwargs,
-        )
-        for index in range(num_layers)
-    ]
-    return SMCADecoder(layers, d_model)
-
-
-class SMCATransformer(nn.Module):
+class SMCATransformer(DETRFamilyTransformer):
     """Single-scale SMCA encoder-decoder: DETR's post-norm encoder and the Gaussian-modulated decoder.
 
+    Decoder options: ``dynamic_scale`` (type1..4), ``smooth`` (β), ``center_mlp_layers`` (depth of
+    ``point1``); the first of the independent layers predicts the centre (the official layout).
     Initialisation as the official ``Transformer._reset_parameters``: xavier-uniform on every parameter
     with more than one dimension (MHA projections, FFNs, ``point1/2/3``), then ``point3`` weight 0 and
     bias 1 (type2/3/4).
     """
 
     num_levels = 1
+    reference_level = 0
+    layer_cls = SMCADecoderLayer
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        center_mlp_layers: int = 3,
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
-        )
-        self.decoder = build_smca_decoder(
-            d_model, nhead, num_decoder_layers, dim_feedforward, dropout, activation, dynamic_scale, smooth,
-            center_mlp_layers,
-        )
-        init_smca_transformer_(self)
+    def build_decoder(self, layer: tuple, num_layers: int, dynamic_scale: str = "type3", smooth: float = 8.0,
+                      center_mlp_layers: int = 3, **layer_options) -> SMCADecoder:
+        layers = [
+            self.layer_cls(*layer, dynamic_scale=dynamic_scale, smooth=smooth, predict_center=index == 0,
+                           center_mlp_layers=center_mlp_layers, **layer_options)
+            for index in range(num_layers)
+        ]
+        return SMCADecoder(layers, self.d_model)
 
-    def forward(
-        self,
-        srcs: Sequence[torch.Tensor],
-        poss: Sequence[torch.Tensor],
-        masks: Sequence[torch.Tensor],
-        query_pos: torch.Tensor,
-        image_wh: torch.Tensor,
-        strides: Sequence[int],
-        need_weights: bool = False,
-    ):
+    def reset_parameters(self) -> None:
+        xavier_init_(self)
+        for layer in self.decoder.layers:
+            layer.reset_scale_parameters()
+
+    def forward(self, srcs: Sequence[torch.Tensor], poss: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                query_pos: torch.Tensor, image_wh: torch.Tensor, strides: Sequence[int], need_weights: bool = False):
         """
         Args:
-            srcs, poss: one (B, HW, C) projected feature map and its position encoding.
-            masks: one (B, H, W) padding mask (True on padding).
+            srcs, poss: per level (one for single-scale SMCA) the (B, HW_l, C) projected feature map and its
+                position encoding (multi-scale: with the level embedding already added).
+            masks: per level the (B, H_l, W_l) padding mask (True on padding).
             query_pos: (Q, C) learned query positions.
             image_wh: (B, 2) unpadded image (w, h) in input pixels.
-            strides: the feature map's stride.
+            strides: per level; centres, offsets and distances are in cells of level ``reference_level``.
 
         Returns:
             the decoder's :class:`DecoderOutput` (``reference_logits``: the layer-0 centre logit (B, Q, 2)).
         """
-        if len(srcs) != 1:
-            raise ValueError(f"single-scale SMCA takes one feature map, got {len(srcs)}")
-        (src,), (pos,), (mask,), (stride,) = srcs, poss, masks, strides
-        height, width = mask.shape[-2:]
-        attn_bias = padding_bias(mask.flatten(1))
-        memory = self.encoder(src, pos, attn_bias)
-        grids = [feature_grid(height, width, device=src.device)]
-        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, stride, need_weights)
+        if len(srcs) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} feature level(s), got {len(srcs)}")
+        src, pos = torch.cat(list(srcs), dim=1), torch.cat(list(poss), dim=1)  # levels' keys concatenated
+        attn_bias = padding_bias(torch.cat([m.flatten(1) for m in masks], dim=1))
+        memory = self.encoder(src, pos, attn_bias, level_sizes=[m.shape[-2] * m.shape[-1] for m in masks])
+        ref_stride = strides[self.reference_level]
+        grids = [feature_grid(*m.shape[-2:], device=src.device).scaled(s / ref_stride) for m, s in zip(masks, strides)]
+        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, ref_stride, need_weights)

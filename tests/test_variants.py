@@ -275,3 +275,17 @@ def test_the_table_covers_every_registered_variant():
     registered = {cls for _, cls in META_ARCH_REGISTRY if isinstance(cls, type) and issubclass(cls, DETRMetaArch)}
     assert registered == {v.meta_arch for v in VARIANTS}
     assert BY_NAME["detr"].meta_arch.__name__ == "DETR"
+
+
+@EACH
+def test_the_transformer_signature_lists_what_a_config_can_set(variant):
+    """The transformers pass their decoder options through ``**decoder_options``; their signature lists the
+    real arguments, so that a mistyped override key is refused (train_net) and every config key is one."""
+    import inspect
+
+    cfg = load_config(variant.recipe, variant.overrides)
+    target = cfg.model.transformer._target_
+    params = inspect.signature(target).parameters
+    assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
+    assert set(cfg.model.transformer) - {"_target_"} <= set(params)
+    assert {"d_model", "nhead", "dropout", "activation"} <= set(params) and "nheads" not in params

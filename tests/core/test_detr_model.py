@@ -49,4 +49,5 @@ def test_a_criterion_without_a_classification_loss_is_refused():
     model.criterion.loss_class = "hinge"
     with pytest.raises(ValueError, match="criterion.loss_class must be 'ce' or 'focal', got 'hinge'"):
         DETR(backbone=model.backbone, transformer=model.transformer, position_encoding=model.position_encoding,
-             criterion=model.criterion, num_classes=6, in_feature="res4", pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3)
+             criterion=model.criterion, num_classes=6, num_queries=5, in_feature="res4", pixel_mean=[0.0] * 3,
+             pixel_std=[1.0] * 3)

@@ -7,12 +7,6 @@ from cond_detr import ConditionalDETR, ConditionalDETRTransformer
 from .detr_family import TRANSFORMER, detr_family_model
 
 model = detr_family_model(
-    ConditionalDETR,
-    L(ConditionalDETRTransformer)(**TRANSFORMER, dropout=0.1, activation="relu"),
-    num_queries=300,
-    loss_class="focal",
-    class_weight=2.0,
-    cost_class=2.0,
-    in_feature="res5",
-    test_topk=100,
+    ConditionalDETR, L(ConditionalDETRTransformer)(**TRANSFORMER, dropout=0.1, activation="relu"),
+    num_queries=300, loss_class="focal", class_weight=2.0, cost_class=2.0, in_feature="res5", test_topk=100,
 )

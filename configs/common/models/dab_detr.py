@@ -8,14 +8,7 @@ from dab_detr import DABDETR, DABDETRTransformer
 from .detr_family import TRANSFORMER, detr_family_model
 
 model = detr_family_model(
-    DABDETR,
-    L(DABDETRTransformer)(**TRANSFORMER, dropout=0.0, activation="prelu", num_patterns=0),
-    num_queries=300,
-    loss_class="focal",
-    class_weight=1.0,
-    cost_class=2.0,
-    pe_temperature=20,
-    in_feature="res5",
-    random_refpoints_xy=False,
-    test_topk=300,
+    DABDETR, L(DABDETRTransformer)(**TRANSFORMER, dropout=0.0, activation="prelu", num_patterns=0),
+    num_queries=300, loss_class="focal", class_weight=1.0, cost_class=2.0, pe_temperature=20, in_feature="res5",
+    random_refpoints_xy=False, test_topk=300,
 )

@@ -7,11 +7,6 @@ from detr_core import DETR, DETRTransformer
 from .detr_family import TRANSFORMER, detr_family_model
 
 model = detr_family_model(
-    DETR,
-    L(DETRTransformer)(**TRANSFORMER, dropout=0.1, activation="relu"),
-    num_queries=100,
-    loss_class="ce",
-    class_weight=1.0,
-    cost_class=1.0,
-    in_feature="res5",
+    DETR, L(DETRTransformer)(**TRANSFORMER, dropout=0.1, activation="relu"),
+    num_queries=100, loss_class="ce", class_weight=1.0, cost_class=1.0, in_feature="res5",
 )

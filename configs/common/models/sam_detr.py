@@ -16,21 +16,9 @@ from .detr_family import TRANSFORMER, detr_family_model
 model = detr_family_model(
     SAMDETR,
     L(SAMDETRTransformer)(
-        **TRANSFORMER,
-        dropout=0.1,
-        activation="relu",
-        smca=False,
-        smca_beta=8.0,
-        roi_size=7,
-        point_channels=64,
-        point_hidden_dims=(256, 512, 512),
+        **TRANSFORMER, dropout=0.1, activation="relu", smca=False, smca_beta=8.0,
+        roi_size=7, point_channels=64, point_hidden_dims=(256, 512, 512),  # the Semantics Aligner
     ),
-    num_queries=300,
-    loss_class="focal",
-    class_weight=2.0,
-    cost_class=2.0,
-    pe_offset=-0.5,
-    in_feature="res5",
-    input_proj_norm=False,
-    test_topk=100,
+    num_queries=300, loss_class="focal", class_weight=2.0, cost_class=2.0, pe_offset=-0.5, in_feature="res5",
+    input_proj_norm=False, test_topk=100,
 )

@@ -14,10 +14,6 @@ model = detr_family_model(
     L(SMCATransformer)(
         **TRANSFORMER, dropout=0.1, activation="relu", dynamic_scale="type3", smooth=8.0, center_mlp_layers=3
     ),
-    num_queries=300,
-    loss_class="focal",
-    class_weight=2.0,
-    cost_class=2.0,
-    in_features=("res5",),
+    num_queries=300, loss_class="focal", class_weight=2.0, cost_class=2.0, in_features=("res5",),
     test_topk=None,  # None: the official PostProcess keeps the top num_queries (query, class) pairs
 )
