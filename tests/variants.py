@@ -147,6 +147,18 @@ def tiny(name: str, overrides: Dict[str, object] = None, seed: int = 0):
     return instantiate(cfg.model)
 
 
+def small(name: str, overrides: Dict[str, object] = None, seed: int = 0):
+    """:func:`tiny` at width 32, 4 heads, 2 + 2 layers, FFN 64 and 7 queries, for the slowest tests (export)."""
+    size = {"transformer.d_model": 32, "transformer.nhead": 4, "transformer.dim_feedforward": 64,
+            "transformer.num_decoder_layers": 2, "position_encoding.num_pos_feats": 16, "num_queries": 7}
+    cfg = load_config(BY_NAME[name].shapes_config)
+    if "encoder_layer_types" in cfg.model.transformer:  # multi-scale SMCA: the types give the depth
+        size["transformer.encoder_layer_types"] = ("intra", "multi")
+    else:
+        size["transformer.num_encoder_layers"] = 2
+    return tiny(name, {**size, **(overrides or {})}, seed)
+
+
 def patch_backbone(variant: Variant, channels: int = 32):
     """A :class:`PatchBackbone` LazyCall with the outputs of the variant's shapes backbone."""
     return L(PatchBackbone)(strides=dict(variant.strides), channels=channels)

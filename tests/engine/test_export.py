@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from detr_core import export
-from tests.variants import tiny
+from tests.variants import small
 
 IMAGES = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
 
@@ -23,7 +23,7 @@ def check(model, tmp_path, formats):
 @pytest.mark.parametrize("variant", ["detr", "sam_detr"])
 def test_torch_export_and_onnx_match_pytorch(variant, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX check needs the export extra (part of the test extra)")
-    check(tiny(variant), tmp_path, ("torch", "onnx"))
+    check(small(variant), tmp_path, ("torch", "onnx"))
     assert (tmp_path / "model.onnx").stat().st_size > 10_000
 
 
@@ -31,12 +31,12 @@ def test_torch_export_and_onnx_match_pytorch(variant, tmp_path):
 @pytest.mark.parametrize("variant", ["cond_detr", "dab_detr", "sam_detr_smca"])
 def test_other_variants_export_to_both(variant, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX check needs the export extra (part of the test extra)")
-    check(tiny(variant), tmp_path, ("torch", "onnx"))
+    check(small(variant), tmp_path, ("torch", "onnx"))
 
 
 @pytest.mark.parametrize("variant", ["smca_detr", "smca_detr_ms"])
 def test_smca_exports_with_torch_export_and_names_the_onnx_limit(variant, tmp_path):
-    model = tiny(variant)
+    model = small(variant)
     check(model, tmp_path, ("torch",))
     with pytest.raises(export.ExportError, match="SMCA-DETR cannot be exported to ONNX.*--format torch"):
         export.export(model, IMAGES, str(tmp_path / "m"), ("onnx",))
@@ -44,7 +44,7 @@ def test_smca_exports_with_torch_export_and_names_the_onnx_limit(variant, tmp_pa
 
 
 def test_a_difference_above_the_tolerance_fails(tmp_path, monkeypatch):
-    model = tiny("detr").eval()
+    model = small("detr").eval()
     monkeypatch.setattr(export, "max_difference", lambda expected, actual: 1.0)
     with pytest.raises(export.ExportError, match="differs from PyTorch by 1 > tolerance 0.0001"):
         export.export(model, IMAGES, str(tmp_path / "m"), ("torch",))
