@@ -118,10 +118,28 @@ def official_states():
     }
 
 
-@pytest.mark.parametrize("variant", ["detr", "cond_detr", "dab_detr", "smca_detr", "sam_detr"])
+#: variant → (keys that are not in its official layout, keys of it that must be there)
+LAYOUT = {
+    "detr": (["transformer.encoder.norm.weight", "refpoint_embed.weight"], ["transformer.decoder.layers.5.norm3.bias"]),
+    "cond_detr": (
+        ["transformer.decoder.layers.1.ca_qpos_proj.weight", "transformer.encoder.norm.weight"],  # layer 0 only
+        ["transformer.decoder.layers.0.ca_qpos_proj.bias", "transformer.decoder.ref_point_head.layers.0.weight"],
+    ),
+    "dab_detr": (
+        ["transformer.decoder.layers.2.ca_qpos_proj.bias", "query_embed.weight", "transformer.enc_out.weight"],
+        ["transformer.decoder.bbox_embed.layers.0.weight", "transformer.encoder.query_scale.layers.0.bias",
+         "transformer.decoder.layers.5.activation.weight"],
+    ),
+    "smca_detr": (["transformer.decoder.layers.1.point1.layers.0.weight"], ["transformer.decoder.layers.3.norm4.bias"]),
+    "sam_detr": (["transformer.level_embed"], ["transformer.decoder.layers.2.attn1.bias"]),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(LAYOUT))
 def test_every_converter_validates_the_backbone(variant):
-    """The same checks for every variant: an unknown backbone tensor and an incomplete ResNet are refused,
-    a missing transformer key is named, and BN counters are dropped as FrozenBatchNorm2d does."""
+    """The same checks for every variant: keys outside the official layout and keys of it that are missing
+    are named, an unknown backbone tensor and an incomplete ResNet are refused, and BN counters are dropped
+    as FrozenBatchNorm2d does."""
     from detr_core.convert import CONVERTERS
     from detr_core.runtime import import_variants
 
@@ -132,6 +150,12 @@ def test_every_converter_validates_the_backbone(variant):
     assert converted["backbone.res5.2.conv3.norm.running_var"] is state["backbone.0.body.layer4.2.bn3.running_var"]
     with_counter = {**state, "backbone.0.body.bn1.num_batches_tracked": torch.tensor(5)}
     assert CONVERTERS[variant](with_counter).keys() == converted.keys()
+    for extra in LAYOUT[variant][0]:  # keys of another layout are named as leftovers
+        with pytest.raises(ConversionError, match=r"leftover\) keys \(1\):\n  " + extra.replace(".", r"\.")):
+            CONVERTERS[variant]({**state, extra: torch.zeros(3)})
+    for missing in LAYOUT[variant][1]:  # and the layout's keys are all needed
+        with pytest.raises(ConversionError, match=r"missing keys \(1\):\n  " + missing.replace(".", r"\.")):
+            CONVERTERS[variant]({k: v for k, v in state.items() if k != missing})
     with pytest.raises(ConversionError, match=r"unexpected backbone keys.*backbone\.0\.body\.fc\.weight"):
         CONVERTERS[variant]({**state, "backbone.0.body.fc.weight": torch.zeros(1)})
     incomplete = {k: v for k, v in state.items() if k != "backbone.0.body.layer3.1.conv1.weight"}
