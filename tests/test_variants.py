@@ -289,3 +289,20 @@ def test_the_transformer_signature_lists_what_a_config_can_set(variant):
     assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
     assert set(cfg.model.transformer) - {"_target_"} <= set(params)
     assert {"d_model", "nhead", "dropout", "activation"} <= set(params) and "nheads" not in params
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if not v.overrides], ids=str)  # flavours: flags differ
+def test_constructor_defaults_are_the_recipe(variant):
+    """A variant's transformer built with no arguments is its R50 recipe's, and the meta-architecture's own
+    defaults (input feature, flags) are the values the recipe sets: no third, disagreeing source."""
+    import inspect
+
+    cfg = load_config(variant.recipe)
+    with torch.device("meta"):
+        lazy, default = instantiate(cfg.model.transformer), cfg.model.transformer._target_()
+    assert recipe(default) == recipe(lazy)
+    if variant is not next(v for v in VARIANTS if v.meta_arch is variant.meta_arch):
+        return  # the meta-architecture's defaults are its first row's recipe (multi-scale SMCA: single-scale's)
+    for name, param in inspect.signature(variant.meta_arch.__init__).parameters.items():
+        if param.default is not param.empty and name in cfg.model:
+            assert cfg.model[name] == param.default or tuple(cfg.model[name]) == param.default, name
