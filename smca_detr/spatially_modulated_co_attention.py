@@ -281,7 +281,8 @@ class SMCATransformer(DETRFamilyTransformer):
         """
         if len(srcs) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} feature level(s), got {len(srcs)}")
-        src, pos = torch.cat(list(srcs), dim=1), torch.cat(list(poss), dim=1)  # levels' keys concatenated
+        # the levels' keys concatenated (one level is used as it is: same memory layout, same arithmetic)
+        src, pos = (srcs[0], poss[0]) if len(srcs) == 1 else (torch.cat(list(srcs), dim=1), torch.cat(list(poss), dim=1))
         attn_bias = padding_bias(torch.cat([m.flatten(1) for m in masks], dim=1))
         memory = self.encoder(src, pos, attn_bias, level_sizes=[m.shape[-2] * m.shape[-1] for m in masks])
         ref_stride = strides[self.reference_level]
