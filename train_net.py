@@ -35,19 +35,13 @@ from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
-from detr_core.engine import AtomicCheckpointer, ResumableTrainingSampler, RNGState, launch
+from detr_core.checkpointer import AtomicCheckpointer, RNGState
+from detr_core.data import ResumableTrainingSampler
+from detr_core.launch import launch
+from detr_core.runtime import resolve_device
 from detr_core.solver import add_grad_clipping
 
 logger = logging.getLogger("detr_family")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` → cuda when available, else cpu; an explicit cuda request without a GPU is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={device!r} but no CUDA device is available; use train.device=cpu or auto")
-    return device
 
 
 def ddp_kwargs(cfg) -> dict:

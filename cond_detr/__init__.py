@@ -2,14 +2,10 @@
 
 Importing this package registers the ``ConditionalDETR`` meta-architecture and the ``cond_detr``
 checkpoint converter. The paper's idea, the conditional spatial query, is in
-:mod:`cond_detr.conditional_spatial_query`.
+:mod:`cond_detr.conditional_spatial_query`; the conditional attention it drives (shared with DAB-DETR and
+SAM-DETR) is :class:`detr_core.ConditionalDecoderLayer`.
 """
-from .conditional_spatial_query import (
-    ConditionalDecoder,
-    ConditionalDecoderLayer,
-    ConditionalDETRTransformer,
-    conditional_decoder_layers,
-)
+from .conditional_spatial_query import ConditionalDecoder, ConditionalDETRTransformer
 from .config import add_cond_detr_config
 from .convert import convert_cond_detr
 from .meta_arch import ConditionalDETR
@@ -18,8 +14,6 @@ __all__ = [
     "ConditionalDETR",
     "ConditionalDETRTransformer",
     "ConditionalDecoder",
-    "ConditionalDecoderLayer",
-    "conditional_decoder_layers",
     "add_cond_detr_config",
     "convert_cond_detr",
 ]

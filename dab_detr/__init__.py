@@ -2,8 +2,8 @@
 
 Importing this package registers the ``DABDETR`` meta-architecture and the ``dab_detr`` checkpoint
 converter. The paper's idea, dynamic anchor boxes as queries with w/h-modulated attention and
-layer-wise anchor refinement, is in :mod:`dab_detr.anchor_box_queries`; its decoder layer is
-Conditional DETR's (:class:`cond_detr.ConditionalDecoderLayer`).
+layer-wise anchor refinement, is in :mod:`dab_detr.anchor_box_queries`; its decoder layer is the
+conditional attention layer :class:`detr_core.ConditionalDecoderLayer`.
 """
 from .anchor_box_queries import AnchorBoxDecoder, DABDETRTransformer, init_anchor_embedding, modulate_hw, tile_patterns
 from .config import add_dab_detr_config

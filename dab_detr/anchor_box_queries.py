@@ -16,19 +16,22 @@ attention"). After the layer, the anchor is refined in logit space by the shared
 from the layer's raw (not ``norm``-ed) output f_l, and detached before it feeds layer l+1; the
 non-detached A_{l+1} is returned so that the box predicted at level l+1 trains layer l.
 
-The decoder layer is Conditional DETR's (:class:`cond_detr.ConditionalDecoderLayer`), built with PReLU
-and dropout 0 and fed the anchor-derived ``query_pos`` and ``query_sine_embed``. Batch-first tensors.
+The decoder layer is the conditional attention layer of :class:`detr_core.ConditionalDecoderLayer`, built
+with PReLU and dropout 0 and fed the anchor-derived ``query_pos`` and ``query_sine_embed``. Batch-first tensors.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from cond_detr.conditional_spatial_query import ConditionalDecoderLayer, conditional_decoder_layers
+from detr_core.conditional_attention import ConditionalDecoderBase, ConditionalDecoderLayer
+from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
-from detr_core.transformer import MLP, TransformerEncoder, TransformerEncoderLayer, inverse_sigmoid, xavier_init_
+from detr_core.transformer import (
+    MLP, DETRFamilyTransformer, TransformerEncoder, TransformerEncoderLayer, inverse_sigmoid,
+)
 
 __all__ = [
     "INVERSE_SIGMOID_EPS",
@@ -87,7 +90,7 @@ def tile_patterns(patterns: torch.Tensor, anchors: torch.Tensor) -> Tuple[torch.
     return content, anchors.repeat(num_patterns, 1)
 
 
-class AnchorBoxDecoder(nn.Module):
+class AnchorBoxDecoder(ConditionalDecoderBase):
     """DAB-DETR decoder: conditional decoder layers driven by layer-wise refined 4-D anchor boxes.
 
     Modules (official names): ``layers``, ``norm`` (shared final LayerNorm), ``query_scale``
@@ -98,26 +101,12 @@ class AnchorBoxDecoder(nn.Module):
     """
 
     def __init__(self, layer: ConditionalDecoderLayer, num_layers: int, d_model: int):
-        super().__init__()
-        if d_model % 2:
-            raise ValueError(f"d_model must be even, got {d_model}")
-        self.d_model = d_model
-        self.layers = conditional_decoder_layers(layer, num_layers)
-        self.norm = nn.LayerNorm(d_model)
-        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        super().__init__(layer, num_layers, d_model)
         self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
         self.ref_anchor_head = MLP(d_model, d_model, 2, 2)
 
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        anchors_unsigmoid: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        bbox_embed: nn.Module,
-        need_weights: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, anchors_unsigmoid: torch.Tensor,
+                attn_bias: Optional[torch.Tensor], bbox_embed: nn.Module, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             tgt: (B, Q, d) content queries (zeros, or the pattern embeddings).
@@ -128,16 +117,16 @@ class AnchorBoxDecoder(nn.Module):
             need_weights: also return the cross-attention maps.
 
         Returns:
-            hs (L, B, Q, d) normed outputs; references (L, B, Q, 4): the anchors each layer's output is
-            relative to, [A_0, A_1, ..., A_{L-1}] with A_0 = sigmoid(anchors_unsigmoid) and A_{l≥1} not
-            detached; a dict of per-layer maps (L × (B, M, Q, HW)): ``cross_attn`` and ``spatial_attn``
-            (the width/height-modulated positional attention alone) when ``need_weights``, else empty lists.
+            ``hs`` (L, B, Q, d) normed outputs; ``references`` (L, B, Q, 4): the anchors each layer's output
+            is relative to, [A_0, A_1, ..., A_{L-1}] with A_0 = sigmoid(anchors_unsigmoid) and A_{l≥1} not
+            detached; with ``need_weights`` the ``cross_attn`` and ``spatial_attn`` (the width/height-modulated
+            positional attention alone, paper Fig. 6) maps of every layer.
         """
         d = self.d_model
         anchors = anchors_unsigmoid.sigmoid()
         references = [anchors]
         output = tgt
-        intermediate, maps = [], {"cross_attn": [], "spatial_attn": []}
+        intermediate, layer_maps = [], []
         num_layers = len(self.layers)
         for layer_id, layer in enumerate(self.layers):
             sine = sine_embedding(anchors, num_feats=d // 2)  # (B, Q, 2d): y, x, w, h
@@ -148,21 +137,20 @@ class AnchorBoxDecoder(nn.Module):
             # (w_ref, h_ref) from the layer input (zeros or patterns at layer 0, as upstream).
             ref_wh = self.ref_anchor_head(output).sigmoid()
             query_sine_embed = modulate_hw(query_sine_embed, ref_wh, anchors[..., 2:])
-            if need_weights:  # the width/height-modulated positional attention (paper Fig. 6)
-                maps["spatial_attn"].append(layer.spatial_attention(pos, query_sine_embed, attn_bias))
-            output, weights = layer(output, memory, pos, query_pos, query_sine_embed, attn_bias, need_weights)
+            output, maps = layer(output, query_pos, memory, pos, query_sine_embed, attn_bias, need_weights=need_weights)
             # Layer-wise anchor refinement in logit space, from the raw (un-normed) output.
             new_anchors = (bbox_embed(output) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
             if layer_id < num_layers - 1:
                 references.append(new_anchors)
             anchors = new_anchors.detach()
             intermediate.append(self.norm(output))
-            if need_weights:
-                maps["cross_attn"].append(weights)
-        return torch.stack(intermediate), torch.stack(references), maps
+            layer_maps.append(maps)
+        return DecoderOutput(
+            torch.stack(intermediate), memory, torch.stack(references), **DecoderOutput.collect(layer_maps)
+        )
 
 
-class DABDETRTransformer(nn.Module):
+class DABDETRTransformer(DETRFamilyTransformer):
     """DAB-DETR encoder-decoder (single scale).
 
     Encoder: DETR's post-norm layers, but every layer sees ``pos ⊙ query_scale(src)`` (``encoder.query_scale``).
@@ -171,44 +159,25 @@ class DABDETRTransformer(nn.Module):
     PyTorch's default N(0, 1) init, as upstream.
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.0,
-        activation: str = "prelu",
-        num_patterns: int = 0,
-    ):
-        super().__init__()
+    def __init__(self, *, num_patterns: int = 0, dropout: float = 0.0, activation: str = "prelu", **kwargs):
+        """``num_patterns``: pattern embeddings (0: none, 3: the 3-pattern models); ``kwargs``: the sizes of
+        :class:`detr_core.transformer.DETRFamilyTransformer`. DAB-DETR's layers have dropout 0 and PReLU."""
         if num_patterns < 0:
             raise ValueError(f"num_patterns must be >= 0, got {num_patterns}")
-        self.d_model = d_model
-        self.nhead = nhead
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation),
-            num_encoder_layers,
-            query_scale=MLP(d_model, d_model, d_model, 2),
-        )
-        self.decoder = AnchorBoxDecoder(
-            ConditionalDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_decoder_layers, d_model
-        )
-        xavier_init_(self)
+        super().__init__(dropout=dropout, activation=activation, **kwargs)
         self.num_patterns = num_patterns
-        if num_patterns > 0:
-            self.patterns = nn.Embedding(num_patterns, d_model)
+        if num_patterns > 0:  # created after the Xavier pass: PyTorch's N(0, 1), as upstream
+            self.patterns = nn.Embedding(num_patterns, self.d_model)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        pos: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        refpoint_embed: torch.Tensor,
-        bbox_embed: nn.Module,
-        need_weights: bool = False,
-    ) -> Dict[str, object]:
+    def build_encoder(self, layer: tuple, num_layers: int) -> TransformerEncoder:
+        d = self.d_model
+        return TransformerEncoder(TransformerEncoderLayer(*layer), num_layers, query_scale=MLP(d, d, d, 2))
+
+    def build_decoder(self, layer: tuple, num_layers: int) -> AnchorBoxDecoder:
+        return AnchorBoxDecoder(ConditionalDecoderLayer(*layer), num_layers, self.d_model)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, attn_bias: Optional[torch.Tensor],
+                refpoint_embed: torch.Tensor, bbox_embed: nn.Module, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             src, pos: (B, HW, d) projected features and image position encoding (temperature 20).
@@ -217,8 +186,8 @@ class DABDETRTransformer(nn.Module):
             bbox_embed: the model's shared box head (anchor updates).
 
         Returns:
-            dict with ``hs`` (L, B, Q', d), ``references`` (L, B, Q', 4), ``memory`` (B, HW, d),
-            ``cross_attn`` and ``spatial_attn`` (lists, empty unless ``need_weights``); Q' = Q · max(1, num_patterns).
+            the decoder's :class:`DecoderOutput` (see :meth:`AnchorBoxDecoder.forward`) over
+            Q' = Q · max(1, num_patterns) queries.
         """
         bsz = src.shape[0]
         memory = self.encoder(src, pos, attn_bias)
@@ -229,5 +198,4 @@ class DABDETRTransformer(nn.Module):
             anchors = refpoint_embed
             tgt = refpoint_embed.new_zeros(bsz, refpoint_embed.shape[0], self.d_model)
         anchors = anchors.unsqueeze(0).expand(bsz, -1, -1)
-        hs, references, maps = self.decoder(tgt, memory, pos, anchors, attn_bias, bbox_embed, need_weights)
-        return {"hs": hs, "references": references, "memory": memory, **maps}
+        return self.decoder(tgt, memory, pos, anchors, attn_bias, bbox_embed, need_weights)

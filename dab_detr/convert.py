@@ -12,21 +12,12 @@ from typing import Dict, List, Mapping
 
 import torch
 
-from cond_detr.convert import (
-    check_official_keys,
-    conditional_decoder_layer_keys,
-    count_layers,
-    encoder_layer_keys,
-    linear_keys,
-    mlp_keys,
-    rename_self_attn,
-    split_backbone,
+from detr_core.convert import (
+    conditional_decoder_layer_keys, convert_official, count_layers, encoder_layer_keys, linear_keys, mlp_keys,
+    register_converter, rename_self_attn,
 )
-from detr_core.checkpoint import ConversionError, register_converter, select_class_rows
 
 __all__ = ["convert_dab_detr", "official_dab_detr_keys"]
-
-_DUPLICATE = "transformer.decoder.bbox_embed."
 
 
 def official_dab_detr_keys(num_encoder_layers: int = 6, num_decoder_layers: int = 6, num_patterns: int = 0) -> List[str]:
@@ -50,28 +41,13 @@ def official_dab_detr_keys(num_encoder_layers: int = 6, num_decoder_layers: int 
 
 @register_converter("dab_detr")
 def convert_dab_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) -> Dict[str, torch.Tensor]:
-    """Convert an official DAB-DETR ``model`` state dict to :class:`DABDETR` keys.
-
-    Args:
-        state: the official state dict (``checkpoint["model"]``): R50/R101, DC5, with or without patterns.
-        num_classes: 80 (COCO rows in detectron2's contiguous order) or 91 (unchanged).
-
-    Raises:
-        ConversionError: on any leftover or missing key, or if the duplicated box-head copies differ.
-    """
-    backbone, rest = split_backbone(state)
-    num_enc = count_layers(rest, "transformer.encoder.layers")
-    num_dec = count_layers(rest, "transformer.decoder.layers")
-    num_patterns = 1 if "transformer.patterns.weight" in rest else 0
-    check_official_keys(set(rest), official_dab_detr_keys(num_enc, num_dec, num_patterns), "DAB-DETR")
-    out = dict(backbone)
-    for key, value in rest.items():
-        if key.startswith(_DUPLICATE):
-            shared = "bbox_embed." + key[len(_DUPLICATE) :]
-            if not torch.equal(value, state[shared]):
-                raise ConversionError(f"{key} differs from {shared}: the shared box head was not shared")
-            continue
-        if key.startswith("class_embed."):
-            value = select_class_rows(value, num_classes, keep_no_object=False)
-        out[rename_self_attn(key)] = value
-    return out
+    """Convert an official DAB-DETR ``model`` state dict (R50/R101, DC5, with or without patterns) to
+    :class:`DABDETR` keys, keeping ``num_classes`` class rows (80 or 91). Raises ConversionError on any
+    leftover or missing key, or if the duplicated box-head copies differ."""
+    expected = official_dab_detr_keys(
+        count_layers(state, "transformer.encoder.layers"),
+        count_layers(state, "transformer.decoder.layers"),
+        num_patterns="transformer.patterns.weight" in state,
+    )
+    duplicates = {"transformer.decoder.bbox_embed.": "bbox_embed."}
+    return convert_official(state, expected, "DAB-DETR", num_classes, rename=rename_self_attn, duplicates=duplicates)

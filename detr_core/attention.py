@@ -20,7 +20,6 @@ __all__ = [
     "padding_bias",
     "MultiheadAttention",
     "ProjectedAttention",
-    "ConditionalSelfAttention",
 ]
 
 
@@ -77,6 +76,9 @@ def multi_head_attention(
 class MultiheadAttention(nn.Module):
     """Drop-in for ``nn.MultiheadAttention`` (same parameter names: ``in_proj_weight``, ``in_proj_bias``,
     ``out_proj``), batch-first, with an additive bias and a fused q/k projection when ``query is key``.
+
+    :meth:`in_projection` and :meth:`attend` are the two halves of :meth:`forward`, for attentions that
+    project once and attend in several calls (SMCA's intra-scale and scale-selection attention).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
@@ -92,6 +94,28 @@ class MultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
+    @property
+    def dropout_p(self) -> float:
+        """Dropout on the attention probabilities in training, 0 in eval."""
+        return self.dropout if self.training else 0.0
+
+    def in_projection(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v from the packed ``in_proj`` (rows q | k | v); one GEMM for q and k when ``query is key``."""
+        e = self.embed_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if query is key:
+            q, k = F.linear(query, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
+        else:
+            q = F.linear(query, w[:e], b[:e])
+            k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
+        return q, k, F.linear(value, w[2 * e :], b[2 * e :])
+
+    def attend(self, q, k, v, attn_bias=None, need_weights: bool = False):
+        """:func:`multi_head_attention` over projected heads, with this module's heads and dropout."""
+        return multi_head_attention(q, k, v, self.num_heads, attn_bias, self.dropout_p, need_weights=need_weights)
+
     def forward(
         self,
         query: torch.Tensor,
@@ -101,17 +125,7 @@ class MultiheadAttention(nn.Module):
         need_weights: bool = False,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """query (B, Lq, E), key/value (B, Lk, E) -> ((B, Lq, E), weights or None)."""
-        e = self.embed_dim
-        w, b = self.in_proj_weight, self.in_proj_bias
-        if query is key:
-            q, k = F.linear(query, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
-        else:
-            q = F.linear(query, w[:e], b[:e])
-            k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
-        v = F.linear(value, w[2 * e :], b[2 * e :])
-        out, weights = multi_head_attention(
-            q, k, v, self.num_heads, attn_bias, self.dropout if self.training else 0.0, need_weights=need_weights
-        )
+        out, weights = self.attend(*self.in_projection(query, key, value), attn_bias, need_weights)
         return self.out_proj(out), weights
 
 
@@ -131,39 +145,10 @@ class ProjectedAttention(nn.Module):
         self.out_proj = nn.Linear(value_dim, value_dim)
         nn.init.zeros_(self.out_proj.bias)
 
+    dropout_p = MultiheadAttention.dropout_p
+
     def forward(self, query, key, value, attn_bias=None, need_weights: bool = False):
         out, weights = multi_head_attention(
-            query,
-            key,
-            value,
-            self.num_heads,
-            attn_bias,
-            self.dropout if self.training else 0.0,
-            scale=self.scale,
-            need_weights=need_weights,
+            query, key, value, self.num_heads, attn_bias, self.dropout_p, scale=self.scale, need_weights=need_weights
         )
         return self.out_proj(out), weights
-
-
-class ConditionalSelfAttention(ProjectedAttention):
-    """Decoder self-attention with separate content and positional projections (Conditional DETR §3.3,
-    reused by DAB-DETR and SAM-DETR): q = Wqc·t + Wqp·p, k = Wkc·t + Wkp·p, v = Wv·t.
-
-    Official checkpoints name the projections ``sa_{qcontent,qpos,kcontent,kpos,v}_proj`` on the decoder
-    layer and the output ``self_attn.out_proj``; here they all live under ``self_attn``
-    (``self_attn.qcontent_proj``, ..., ``self_attn.out_proj``).
-    """
-
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
-        super().__init__(d_model, num_heads, dropout)
-        self.qcontent_proj = nn.Linear(d_model, d_model)
-        self.qpos_proj = nn.Linear(d_model, d_model)
-        self.kcontent_proj = nn.Linear(d_model, d_model)
-        self.kpos_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-
-    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, need_weights: bool = False):
-        """tgt, query_pos: (B, Q, C) -> ((B, Q, C), weights or None)."""
-        q = self.qcontent_proj(tgt) + self.qpos_proj(query_pos)
-        k = self.kcontent_proj(tgt) + self.kpos_proj(query_pos)
-        return super().forward(q, k, self.v_proj(tgt), need_weights=need_weights)

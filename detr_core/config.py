@@ -7,8 +7,16 @@ from detectron2.modeling import build_backbone
 from .backbone import torchvision_dc5_
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
+from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["add_detr_config", "add_detr_family_defaults", "detr_family_node", "base_from_config", "criterion_from_node"]
+__all__ = [
+    "add_detr_config",
+    "add_detr_family_defaults",
+    "detr_family_node",
+    "base_from_config",
+    "criterion_from_node",
+    "transformer_kwargs",
+]
 
 # torchvision ImageNet statistics on the 0-255 scale, RGB: the pretrained R-50.pkl expects these.
 TORCHVISION_PIXEL_MEAN = [123.675, 116.280, 103.530]
@@ -18,28 +26,18 @@ TORCHVISION_PIXEL_STD = [58.395, 57.120, 57.375]
 def detr_family_node(**overrides) -> CN:
     """A config node with the keys every DETR-family meta-architecture reads, with DETR's defaults."""
     node = CN()
-    node.NUM_CLASSES = 80
-    node.NUM_OBJECT_QUERIES = 100
-    node.IN_FEATURE = "res5"
-    node.HIDDEN_DIM = 256
-    node.NHEADS = 8
-    node.ENC_LAYERS = 6
-    node.DEC_LAYERS = 6
-    node.DIM_FEEDFORWARD = 2048
-    node.DROPOUT = 0.1
-    node.PE_TEMPERATURE = 10000.0
+    node.NUM_CLASSES, node.NUM_OBJECT_QUERIES, node.IN_FEATURE = 80, 100, "res5"
+    # transformer: width, heads, encoder and decoder depth, FFN width, dropout, FFN activation (relu | prelu | gelu)
+    node.HIDDEN_DIM, node.NHEADS, node.ENC_LAYERS, node.DEC_LAYERS = 256, 8, 6, 6
+    node.DIM_FEEDFORWARD, node.DROPOUT, node.ACTIVATION = 2048, 0.1, "relu"
+    # image position encoding; offset -0.5: cell centres (SAM-DETR's Deformable-DETR convention)
+    node.PE_TEMPERATURE, node.PE_OFFSET = 10000.0, 0.0
     node.DEEP_SUPERVISION = True
-    # matching costs and loss weights
-    node.COST_CLASS = 1.0
-    node.COST_BBOX = 5.0
-    node.COST_GIOU = 2.0
-    node.CLASS_WEIGHT = 1.0
-    node.L1_WEIGHT = 5.0
-    node.GIOU_WEIGHT = 2.0
-    node.NO_OBJECT_WEIGHT = 0.1
-    node.FOCAL_ALPHA = 0.25
-    node.FOCAL_GAMMA = 2.0
-    node.TEST_TOPK = 100
+    # matching costs, loss weights, DETR's no-object weight, the focal loss's alpha and gamma
+    node.COST_CLASS, node.COST_BBOX, node.COST_GIOU = 1.0, 5.0, 2.0
+    node.CLASS_WEIGHT, node.L1_WEIGHT, node.GIOU_WEIGHT, node.NO_OBJECT_WEIGHT = 1.0, 5.0, 2.0, 0.1
+    node.FOCAL_ALPHA, node.FOCAL_GAMMA = 0.25, 2.0
+    node.TEST_TOPK = 0  # sigmoid models: (query, class) pairs kept per image; 0: NUM_OBJECT_QUERIES of them
     node.SIZE_DIVISIBILITY = 1
     for key, value in overrides.items():
         setattr(node, key, value)
@@ -98,7 +96,8 @@ def criterion_from_node(node: CN, loss_class: str) -> SetCriterion:
 
 
 def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
-    """Keyword arguments of :class:`DETRMetaArch` read from a yacs config and a variant's node."""
+    """Keyword arguments every DETR-family meta-architecture reads from a yacs config and its node: those of
+    :class:`DETRMetaArch` plus ``position_encoding`` and ``num_queries``."""
     backbone = build_backbone(cfg)
     if cfg.MODEL.RESNETS.RES5_DILATION == 2:  # DC5 as the official models build it
         torchvision_dc5_(backbone)
@@ -110,6 +109,24 @@ def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
         "pixel_std": cfg.MODEL.PIXEL_STD,
         "input_format": cfg.INPUT.FORMAT,
         "size_divisibility": node.SIZE_DIVISIBILITY,
-        "test_topk": node.TEST_TOPK,
+        "test_topk": node.TEST_TOPK or None,
         "aux_loss": node.DEEP_SUPERVISION,
+        "position_encoding": PositionEmbeddingSine(
+            node.HIDDEN_DIM // 2, temperature=node.PE_TEMPERATURE, normalize=True, offset=node.PE_OFFSET
+        ),
+        "num_queries": node.NUM_OBJECT_QUERIES,
     }
+
+
+def transformer_kwargs(node: CN, **extra) -> dict:
+    """The transformer arguments every variant shares (width, heads, depths, FFN, dropout, activation)."""
+    return dict(
+        d_model=node.HIDDEN_DIM,
+        nhead=node.NHEADS,
+        num_encoder_layers=node.ENC_LAYERS,
+        num_decoder_layers=node.DEC_LAYERS,
+        dim_feedforward=node.DIM_FEEDFORWARD,
+        dropout=node.DROPOUT,
+        activation=node.ACTIVATION,
+        **extra,
+    )

@@ -51,6 +51,7 @@ class SetCriterion(nn.Module):
         self.matcher = matcher
         self.weight_dict = dict(weight_dict)
         self.loss_class = loss_class
+        self.eos_coef = eos_coef
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         if loss_class == "ce":

@@ -25,26 +25,15 @@ class HungarianMatcher(nn.Module):
     ``linear_sum_assignment`` then solves each (level, image) block.
     """
 
-    def __init__(
-        self,
-        cost_class: float = 1.0,
-        cost_bbox: float = 5.0,
-        cost_giou: float = 2.0,
-        class_cost: str = "ce",
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-    ):
+    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0, class_cost: str = "ce",
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0):
         super().__init__()
         if class_cost not in ("ce", "focal"):
             raise ValueError(f"class_cost must be 'ce' or 'focal', got {class_cost!r}")
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matching costs are 0")
-        self.cost_class = cost_class
-        self.cost_bbox = cost_bbox
-        self.cost_giou = cost_giou
-        self.class_cost = class_cost
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
+        self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+        self.class_cost, self.focal_alpha, self.focal_gamma = class_cost, focal_alpha, focal_gamma
 
     def class_cost_matrix(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """logits (N, C), labels (T,) -> (N, T) classification cost."""

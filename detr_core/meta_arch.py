@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -11,8 +12,16 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from .backbone import feature_shape_spec, padding_mask
+from .config import base_from_config
+from .outputs import DecoderOutput
+from .transformer import MLP
 
-__all__ = ["DETRMetaArch", "image_sizes_tensor"]
+__all__ = ["DETRMetaArch", "image_sizes_tensor", "focal_class_bias"]
+
+
+def focal_class_bias(prior_prob: float = 0.01) -> float:
+    """−log((1 − π) / π): every class starts at probability π (−4.595 for π = 0.01, i.e. −log 99)."""
+    return -math.log((1 - prior_prob) / prior_prob)
 
 logger = logging.getLogger(__name__)
 
@@ -33,55 +42,88 @@ class DETRMetaArch(nn.Module):
 
     Subclasses build their transformer and heads and implement :meth:`forward_images`, which maps an
     :class:`ImageList` to a dict of raw outputs: ``pred_logits`` (B, Q, C'), ``pred_boxes`` (B, Q, 4)
-    normalised cxcywh in [0, 1] relative to each unpadded image, and ``aux_outputs`` (earlier levels).
-    This class does the rest, detectron2-style: pixel normalisation with non-persistent buffers, padding
-    into an :class:`ImageList`, padding masks from ``image_sizes`` (training and inference alike),
-    targets normalised by the unpadded size, losses through ``criterion``, and post-processing into
-    ``Instances`` rescaled with :func:`detector_postprocess`.
+    normalised cxcywh in [0, 1] relative to each unpadded image, ``aux_outputs`` (earlier levels) and,
+    when asked for attention maps, ``decoder`` (a :class:`DecoderOutput`). This class does the rest,
+    detectron2-style: pixel normalisation with non-persistent buffers, padding into an :class:`ImageList`,
+    padding masks from ``image_sizes`` (training and inference alike), targets normalised by the unpadded
+    size, losses through ``criterion``, and post-processing into ``Instances`` rescaled with
+    :func:`detector_postprocess`.
+
+    How scores are made follows from the criterion's classification loss: ``"ce"`` (DETR) → softmax over
+    ``num_classes + 1`` logits, the last being no-object; ``"focal"`` → sigmoid over ``num_classes`` logits.
     """
+
+    #: export format → why this model cannot be exported to it (see :mod:`detr_core.export`)
+    export_limits: Dict[str, str] = {}
+    #: yacs: the variant's node under ``cfg.MODEL`` (added by its ``add_*_config``) and its recipe's loss
+    yacs_node: str = ""
+    yacs_loss: str = "focal"
+
+    @classmethod
+    def from_config(cls, cfg):
+        """detectron2's ``@configurable`` hook: the arguments every variant reads from ``cfg.MODEL`` and its
+        node (:func:`detr_core.config.base_from_config`) and the variant's own (:meth:`variant_from_config`)."""
+        node = cfg.MODEL[cls.yacs_node]
+        return {**base_from_config(cfg, node, cls.yacs_loss), **cls.variant_from_config(node)}
+
+    @classmethod
+    def variant_from_config(cls, node) -> Dict:
+        """The variant's transformer and own arguments from its yacs node."""
+        raise NotImplementedError
 
     def __init__(
         self,
         *,
         backbone: nn.Module,
         criterion: nn.Module,
+        transformer: nn.Module,
+        position_encoding: nn.Module,
         num_classes: int,
+        num_queries: int,
         in_features: Sequence[str],
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         input_format: str = "RGB",
         size_divisibility: int = 1,
-        score_activation: str = "sigmoid",
-        test_topk: Optional[int] = 100,
+        test_topk: Optional[int] = None,
         aux_loss: bool = True,
     ):
         """
         Args:
             backbone: a detectron2 ``Backbone`` producing ``in_features``.
             criterion: a :class:`SetCriterion`, called as ``criterion(outputs, targets)``.
+            transformer: the variant's encoder-decoder (a :class:`detr_core.transformer.DETRFamilyTransformer`).
+            position_encoding: image position encoding of a padding mask, e.g. ``PositionEmbeddingSine(d / 2)``.
             num_classes: number of object classes (detectron2's contiguous ids, 80 for COCO).
+            num_queries: number of object queries (reference points, anchors or boxes).
             in_features: backbone outputs used, e.g. ``("res5",)``.
             pixel_mean, pixel_std: per-channel statistics in ``input_format`` order, 0-255 scale.
             size_divisibility: pad the batch to a multiple of this (1: to the largest image only, as the
                 papers do; any value gives the same detections since masks come from image sizes).
-            score_activation: ``"softmax"`` (DETR: last logit is no-object, one detection per query) or
-                ``"sigmoid"`` (focal variants: top-``test_topk`` over all query × class scores).
+            test_topk: sigmoid (focal) models keep the top-``test_topk`` (query, class) pairs per image;
+                None keeps ``num_queries`` of them. Softmax models keep one detection per query.
             aux_loss: supervise every decoder level.
         """
         super().__init__()
-        if score_activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}")
+        loss_class = getattr(criterion, "loss_class", None)
+        if loss_class not in ("ce", "focal"):
+            raise ValueError(f"criterion.loss_class must be 'ce' or 'focal', got {loss_class!r}")
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
         self.backbone = backbone
         self.criterion = criterion
+        self.transformer = transformer
+        self.position_encoding = position_encoding
         self.num_classes = num_classes
+        self.num_queries = num_queries
         self.in_features = list(in_features)
         self.feature_strides = [feature_shape_spec(backbone, f).stride for f in self.in_features]
         self.feature_channels = [feature_shape_spec(backbone, f).channels for f in self.in_features]
         self.input_format = input_format
         self.size_divisibility = size_divisibility
-        self.score_activation = score_activation
+        self.score_activation = "softmax" if loss_class == "ce" else "sigmoid"
+        #: class logits per query: a no-object logit is added for the softmax (cross-entropy) loss
+        self.num_logits = num_classes + 1 if loss_class == "ce" else num_classes
         self.test_topk = test_topk
         self.aux_loss = aux_loss
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
@@ -114,6 +156,30 @@ class DETRMetaArch(nn.Module):
             for name, stride in zip(self.in_features, self.feature_strides)
         ]
 
+    def single_level_inputs(self, images: ImageList) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One feature level through ``input_proj`` and ``position_encoding``: the projected feature
+        (B, HW, d), its position encoding (B, HW, d) and padding mask (B, H, W)."""
+        ((feature, mask),) = self.backbone_features(images)
+        pos = self.position_encoding(mask).flatten(2).transpose(1, 2)
+        src = self.input_proj(feature).flatten(2).transpose(1, 2)
+        return src, pos, mask
+
+    def prediction_heads(self, d_model: int, zero_box_init: bool) -> Tuple[nn.Linear, MLP]:
+        """The class head Linear(d, ``num_logits``) and the box head MLP(d, d, 4, 3) every variant uses.
+
+        Focal-loss models start every class at probability 0.01 (class bias −log 99, the papers' code);
+        ``zero_box_init`` zeroes the box head's last layer (Conditional, DAB and SAM-DETR: the first
+        predictions are the references themselves). Everything else keeps PyTorch's default init.
+        """
+        class_embed = nn.Linear(d_model, self.num_logits)
+        if self.score_activation == "sigmoid":
+            nn.init.constant_(class_embed.bias, focal_class_bias(0.01))
+        bbox_embed = MLP(d_model, d_model, 4, 3)
+        if zero_box_init:
+            nn.init.zeros_(bbox_embed.layers[-1].weight)
+            nn.init.zeros_(bbox_embed.layers[-1].bias)
+        return class_embed, bbox_embed
+
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, torch.Tensor]]:
         """Ground truth as ``labels`` (T,) and ``boxes`` (T, 4) cxcywh normalised by the unpadded size."""
         targets = []
@@ -140,7 +206,12 @@ class DETRMetaArch(nn.Module):
 
     # ------------------------------------------------------------------ model
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
-        """Raw predictions for a padded batch; implemented by each variant."""
+        """Raw predictions for a padded batch; implemented by each variant.
+
+        Returns ``pred_logits`` (B, Q, C'), ``pred_boxes`` (B, Q, 4) cxcywh in [0, 1] of each unpadded
+        image and ``aux_outputs`` (the earlier decoder levels); with ``need_weights`` also ``decoder``, the
+        :class:`DecoderOutput` with the attention maps of every layer.
+        """
         raise NotImplementedError
 
     def forward(self, batched_inputs: List[Dict]):
@@ -165,11 +236,26 @@ class DETRMetaArch(nn.Module):
             processed.append({"instances": detector_postprocess(result, height, width)})
         return processed
 
-    def level_outputs(self, logits: torch.Tensor, boxes: torch.Tensor, **extra) -> Dict:
-        """Pack (L, B, Q, ·) per-level predictions as the criterion expects: last level + ``aux_outputs``."""
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], **extra}
+    def level_outputs(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        decoder: Optional[DecoderOutput] = None,
+        masks: Sequence[torch.Tensor] = (),
+        strides: Optional[Sequence[int]] = None,
+    ) -> Dict:
+        """Pack (L, B, Q, ·) per-level predictions as the criterion expects: last level + ``aux_outputs``.
+
+        With a ``decoder`` output (asked for with ``need_weights``), it is returned under ``"decoder"`` with
+        the feature levels' padding ``masks`` and ``strides`` (default: the backbone features') filled in.
+        """
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        if decoder is not None:
+            decoder.masks = list(masks)
+            decoder.strides = list(self.feature_strides if strides is None else strides)
+            out["decoder"] = decoder
         return out
 
     # ------------------------------------------------------------------ outputs

@@ -33,22 +33,11 @@ class PositionEmbeddingSine(nn.Module):
     Padded cells repeat the last valid coordinate (the cumulative sum saturates), exactly as upstream.
     """
 
-    def __init__(
-        self,
-        num_pos_feats: int = 128,
-        temperature: float = 10000.0,
-        normalize: bool = True,
-        scale: float = 2 * math.pi,
-        offset: float = 0.0,
-        eps: float = 1e-6,
-    ):
+    def __init__(self, num_pos_feats: int = 128, temperature: float = 10000.0, normalize: bool = True,
+                 scale: float = 2 * math.pi, offset: float = 0.0, eps: float = 1e-6):
         super().__init__()
-        self.num_pos_feats = num_pos_feats
-        self.temperature = temperature
-        self.normalize = normalize
-        self.scale = scale
-        self.offset = offset
-        self.eps = eps
+        self.num_pos_feats, self.temperature, self.normalize = num_pos_feats, temperature, normalize
+        self.scale, self.offset, self.eps = scale, offset, eps
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
         """Args: mask (B, H, W) bool, True on padding. Returns (B, 2F, H, W) float32."""
@@ -66,7 +55,7 @@ class PositionEmbeddingSine(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
+            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature:g}, "
             f"normalize={self.normalize}, offset={self.offset}"
         )
 

@@ -9,8 +9,8 @@ __all__ = ["add_sam_detr_config"]
 
 
 def add_sam_detr_config(cfg: CN) -> None:
-    """Add ``cfg.MODEL.SAM_DETR`` with the official R50 COCO defaults (50-epoch recipe, no SMCA) and
-    the DETR-family backbone/solver defaults.
+    """Add ``cfg.MODEL.SAM_DETR`` with the official R50 COCO recipe of ``configs/common/models/sam_detr.py``
+    (50-epoch architecture, no SMCA) and the DETR-family backbone/solver defaults.
 
     Keys beyond the family's (see :func:`detr_core.config.detr_family_node`):
 
@@ -21,16 +21,7 @@ def add_sam_detr_config(cfg: CN) -> None:
       (256, 512, 512)); scale them with ``HIDDEN_DIM`` for small models.
     """
     add_detr_family_defaults(cfg)
-    node = detr_family_node(
-        NUM_OBJECT_QUERIES=300,
-        COST_CLASS=2.0,
-        COST_BBOX=5.0,
-        COST_GIOU=2.0,
-        CLASS_WEIGHT=2.0,
-        L1_WEIGHT=5.0,
-        GIOU_WEIGHT=2.0,
-        TEST_TOPK=100,
-    )
+    node = detr_family_node(NUM_OBJECT_QUERIES=300, COST_CLASS=2.0, CLASS_WEIGHT=2.0, TEST_TOPK=100, PE_OFFSET=-0.5)
     node.SMCA = False
     node.SMCA_BETA = 8.0
     node.INPUT_PROJ_NORM = False

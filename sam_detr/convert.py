@@ -1,9 +1,10 @@
 """Conversion of official SAM-DETR checkpoints (``ZhangGongjie/SAM-DETR``, single-scale) to :class:`SAMDETR`.
 
-Every official key is matched by exactly one rule below; anything else is a :class:`ConversionError`
-naming the keys, as is a mismatch between ``bbox_embed.*`` and its duplicate
-``transformer.decoder.bbox_embed.*`` (upstream assigns the same module twice, so both copies are saved).
-The 91-row class heads keep the 80 COCO rows for ``num_classes=80`` (detectron2's contiguous ids).
+Every official key must be in the layout below (:func:`official_sam_detr_keys`) and every key of the layout
+present (:func:`detr_core.convert.convert_official`). Renamed: the decoder's ``sa_*_proj`` → ``self_attn.*``,
+the aligner's ``point1/point2/attn1/attn2`` → ``semantics_aligner.*``, ``input_proj.0.*`` → ``input_proj.*``.
+``transformer.decoder.bbox_embed.*`` (upstream assigns the box heads to the decoder too) must equal
+``bbox_embed.*`` and is dropped. The 91-row class heads keep the 80 COCO rows for ``num_classes=80``.
 
 Command line (``tools/convert_official.py`` runs this converter and checks the result against the
 config's model; pick the config that matches the checkpoint, see :func:`describe_official`)::
@@ -14,50 +15,46 @@ config's model; pick the config that matches the checkpoint, see :func:`describe
 from __future__ import annotations
 
 import re
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping
 
 import torch
 
-from detr_core.checkpoint import ConversionError, convert_backbone_key, register_converter, select_class_rows
-
-__all__ = ["convert_sam_detr", "describe_official"]
-
-_P = r"(weight|bias)"
-_BN = r"(weight|bias|running_mean|running_var)"
-_BACKBONE = re.compile(
-    rf"backbone\.0\.body\.(conv1\.weight|bn1\.{_BN}|layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.{_BN}"
-    rf"|downsample\.0\.weight|downsample\.1\.{_BN}))"
+from detr_core.convert import (
+    ConversionError, convert_official, count_layers, encoder_layer_keys, linear_keys, mlp_keys,
+    register_converter, rename_self_attn,
 )
-_DUPLICATE_BBOX = re.compile(rf"transformer\.decoder\.(bbox_embed\.\d+\.layers\.\d\.{_P})")
-# (pattern, replacement) pairs; a key must fully match one pattern.
-_RULES = [
-    (re.compile(rf"input_proj\.0\.([01])\.{_P}"), r"input_proj.\1.\2"),  # Conv1x1 (+ GroupNorm, 12-ep)
-    (re.compile(r"query_embed\.weight"), r"query_embed.weight"),
-    (re.compile(rf"class_embed\.(\d+)\.{_P}"), r"class_embed.\1.\2"),
-    (re.compile(rf"bbox_embed\.(\d+)\.layers\.(\d)\.{_P}"), r"bbox_embed.\1.layers.\2.\3"),
-    (
-        re.compile(
-            rf"transformer\.encoder\.layers\.(\d+)\.(self_attn\.in_proj_weight|self_attn\.in_proj_bias"
-            rf"|self_attn\.out_proj\.{_P}|linear[12]\.{_P}|norm[12]\.{_P})"
-        ),
-        r"transformer.encoder.layers.\1.\2",
-    ),
-    (
-        re.compile(rf"transformer\.decoder\.layers\.(\d+)\.sa_(qcontent|qpos|kcontent|kpos|v)_proj\.{_P}"),
-        r"transformer.decoder.layers.\1.self_attn.\2_proj.\3",
-    ),
-    (
-        re.compile(
-            rf"transformer\.decoder\.layers\.(\d+)\.((?:self_attn|cross_attn)\.out_proj|ca_(?:qcontent|kcontent|v)_proj"
-            rf"|ca_(?:qpos|kpos)_sine_proj\.layers\.[01]|linear[12]|norm[123])\.{_P}"
-        ),
-        r"transformer.decoder.layers.\1.\2.\3",
-    ),
-    (
-        re.compile(rf"transformer\.decoder\.layers\.(\d+)\.(point1\.0|point2\.\d|attn[12])\.{_P}"),
-        r"transformer.decoder.layers.\1.semantics_aligner.\2.\3",
-    ),
-]
+
+__all__ = ["convert_sam_detr", "describe_official", "official_sam_detr_keys"]
+
+_ALIGNER = re.compile(r"^(transformer\.decoder\.layers\.\d+\.)(point1|point2|attn1|attn2)\.")
+
+
+def official_sam_detr_keys(
+    num_encoder_layers: int, num_decoder_layers: int, input_proj_norm: bool, point2_layers=(0, 2, 4, 6)
+) -> List[str]:
+    """Every non-backbone key of an official single-scale SAM-DETR state dict; ``point2_layers``: the
+    indices of the Linear layers in the aligner's ``point2`` Sequential."""
+    keys = linear_keys("input_proj.0.0") + (linear_keys("input_proj.0.1") if input_proj_norm else [])
+    keys += ["query_embed.weight"]
+    for i in range(num_decoder_layers):
+        keys += linear_keys(f"class_embed.{i}") + mlp_keys(f"bbox_embed.{i}", 3)
+        keys += mlp_keys(f"transformer.decoder.bbox_embed.{i}", 3)
+    for i in range(num_encoder_layers):
+        keys += encoder_layer_keys(f"transformer.encoder.layers.{i}")
+    for i in range(num_decoder_layers):
+        prefix = f"transformer.decoder.layers.{i}"
+        names = [f"sa_{n}_proj" for n in ("qcontent", "qpos", "kcontent", "kpos", "v")]
+        names += ["self_attn.out_proj", "ca_qcontent_proj", "ca_kcontent_proj", "ca_v_proj", "cross_attn.out_proj"]
+        names += ["linear1", "linear2", "norm1", "norm2", "norm3", "point1.0", "attn1", "attn2"]
+        names += [f"point2.{j}" for j in point2_layers]
+        keys += [k for name in names for k in linear_keys(f"{prefix}.{name}")]
+        keys += mlp_keys(f"{prefix}.ca_qpos_sine_proj", 2) + mlp_keys(f"{prefix}.ca_kpos_sine_proj", 2)
+    return keys
+
+
+def _rename(key: str) -> str:
+    key = _ALIGNER.sub(r"\1semantics_aligner.\2.", rename_self_attn(key))
+    return "input_proj." + key[len("input_proj.0.") :] if key.startswith("input_proj.0.") else key
 
 
 @register_converter("sam_detr")
@@ -65,50 +62,21 @@ def convert_sam_detr(state: Mapping[str, torch.Tensor], num_classes: int = 80) -
     """Official SAM-DETR state dict → :class:`sam_detr.SAMDETR` state dict.
 
     Args:
-        state: the official ``model`` state dict (see :func:`detr_core.checkpoint.load_official_checkpoint`).
+        state: the official ``model`` state dict (see :func:`detr_core.convert.load_official_checkpoint`).
         num_classes: 80 (keep the COCO rows of the 91-logit heads) or the official count (unchanged).
     Raises:
-        ConversionError: on keys no rule maps, or if the duplicated ``transformer.decoder.bbox_embed``
-            differs from ``bbox_embed`` (or has no counterpart).
+        ConversionError: on leftover or missing keys (a multi-scale or segmentation checkpoint, say), or if
+            the duplicated ``transformer.decoder.bbox_embed`` differs from ``bbox_embed``.
     """
-    out: Dict[str, torch.Tensor] = {}
-    leftovers, duplicates = [], []
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):  # FrozenBatchNorm2d ignores it on load, as upstream
-            continue
-        if _BACKBONE.fullmatch(key):
-            out[convert_backbone_key(key)] = value
-            continue
-        dup = _DUPLICATE_BBOX.fullmatch(key)
-        if dup:
-            duplicates.append((key, dup.group(1)))
-            continue
-        for pattern, repl in _RULES:
-            if pattern.fullmatch(key):
-                new = pattern.sub(repl, key)
-                if new.startswith("class_embed."):
-                    value = select_class_rows(value, num_classes, keep_no_object=False)
-                out[new] = value
-                break
-        else:
-            leftovers.append(key)
-    if leftovers:
-        raise ConversionError(
-            f"{len(leftovers)} official SAM-DETR keys have no mapping (multi-scale or segmentation checkpoint?):\n  "
-            + "\n  ".join(sorted(leftovers))
-        )
-    bad = []
-    for key, original in duplicates:
-        if original not in state:
-            bad.append(f"{key}: no {original} to duplicate")
-        elif state[key].shape != state[original].shape or not torch.equal(state[key], state[original]):
-            bad.append(f"{key} differs from {original}")
-    if bad:
-        raise ConversionError(
-            "the decoder's copy of the box heads must equal the model's (upstream shares one module):\n  "
-            + "\n  ".join(sorted(bad))
-        )
-    return out
+    point2 = sorted({int(m.group(1)) for k in state if (m := re.match(r"transformer\.decoder\.layers\.0\.point2\.(\d+)\.weight$", k))})
+    expected = official_sam_detr_keys(
+        count_layers(state, "transformer.encoder.layers"),
+        count_layers(state, "transformer.decoder.layers"),
+        input_proj_norm="input_proj.0.1.weight" in state,
+        point2_layers=point2 or (0, 2, 4, 6),
+    )
+    duplicates = {"transformer.decoder.bbox_embed.": "bbox_embed."}
+    return convert_official(state, expected, "SAM-DETR", num_classes, rename=_rename, duplicates=duplicates)
 
 
 def describe_official(state: Mapping[str, torch.Tensor]) -> Dict[str, object]:

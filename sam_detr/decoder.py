@@ -9,23 +9,18 @@ one to one.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detr_core.attention import ConditionalSelfAttention, ProjectedAttention, padding_bias
+from detr_core.attention import ProjectedAttention, padding_bias
+from detr_core.conditional_attention import ConditionalSelfAttention
+from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
 from detr_core.spatial_prior import FeatureGrid, feature_grid, gaussian_log_prior
-from detr_core.transformer import (
-    MLP,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    build_activation,
-    clone_layers,
-    xavier_init_,
-)
+from detr_core.transformer import MLP, DETRFamilyTransformer, PostNormDecoderLayer, clone_layers
 
 from .semantics_aligner import SemanticsAligner, valid_ratios
 
@@ -53,7 +48,7 @@ class SharedKeyAttention(ProjectedAttention):
         """
         bsz, num_queries, num_heads, dim = query.shape
         len_k = key.shape[1]
-        dropout_p = self.dropout if self.training else 0.0
+        dropout_p = self.dropout_p
         q = query.transpose(1, 2)  # (B, M, N, D)
         v = value.view(bsz, len_k, num_heads, -1).transpose(1, 2)  # (B, M, HW, Dv)
         if attn_bias is not None and attn_bias.dtype != q.dtype:
@@ -74,61 +69,34 @@ class SharedKeyAttention(ProjectedAttention):
         return self.out_proj(out), weights
 
 
-class SAMDecoderLayer(nn.Module):
+class SAMDecoderLayer(PostNormDecoderLayer):
     """Post-norm decoder layer: conditional self-attention → Semantics Aligner → cross-attention → FFN.
 
-    Args:
-        d_model, nhead, dim_feedforward, dropout, activation: as DETR; ``nhead`` is also the number of
-            salient points ``M``.
+    Args (after those of every layer, d_model, nhead, dim_feedforward, dropout, activation; ``nhead`` is
+    also the number of salient points ``M``):
         smca: SAM-DETR w/ SMCA — add a log-Gaussian prior centred on each head's salient point.
         smca_beta: β of the prior (8 upstream).
         roi_size, point_channels, point_hidden_dims: see :class:`SemanticsAligner`.
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        smca: bool = False,
-        smca_beta: float = 8.0,
-        roi_size: int = 7,
-        point_channels: int = 64,
-        point_hidden_dims: Sequence[int] = (256, 512, 512),
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
+    def build_attention(self, d_model: int, nhead: int, dropout: float, smca: bool = False, smca_beta: float = 8.0,
+                        roi_size: int = 7, point_channels: int = 64, point_hidden_dims: Sequence[int] = (256, 512, 512)):
         self.smca = smca
         self.smca_beta = smca_beta
         # Self-attention over queries (Conditional DETR style: separate content/position projections).
         self.self_attn = ConditionalSelfAttention(d_model, nhead, dropout=dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(d_model)
         # Semantics Aligner: queries resampled from the memory at salient points.
         self.semantics_aligner = SemanticsAligner(
             d_model, nhead, roi_size, point_channels, point_hidden_dims, predict_scales=smca
         )
         # Cross-attention: q/k of width d per head (scale d^-0.5), values of d / M per head.
-        self.ca_qcontent_proj = nn.Linear(d_model, d_model)
-        self.ca_kcontent_proj = nn.Linear(d_model, d_model)
-        self.ca_v_proj = nn.Linear(d_model, d_model)
+        for name in ("qcontent", "kcontent", "v"):  # the official order
+            setattr(self, f"ca_{name}_proj", nn.Linear(d_model, d_model))
         self.ca_qpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.ca_kpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.cross_attn = SharedKeyAttention(nhead * d_model, nhead, dropout=dropout, value_dim=d_model)
-        self.dropout2 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(d_model)
-        # FFN
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout3 = nn.Dropout(dropout)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.activation = build_activation(activation)
 
-    def forward(
+    def cross_attention(
         self,
         tgt: torch.Tensor,
         query_pos: torch.Tensor,
@@ -143,18 +111,15 @@ class SAMDecoderLayer(nn.Module):
     ):
         """
         Args:
-            tgt: (B, N, d) content queries; query_pos: (B, N, d) sine of the reference centres.
+            tgt: (B, N, d) queries after self-attention; query_pos: (B, N, d) sine of the reference centres.
             ref_boxes: (B, N, 4) reference boxes, cxcywh in [0, 1] of the unpadded image.
             memory, pos: (B, HW, d) encoder memory and its position encoding; memory_2d (B, d, H, W).
             valid_ratio: (B, 4); attn_bias: (B, 1, 1, HW) padding bias.
             grid: the memory's cell centres (x + ½, y + ½) as a :class:`FeatureGrid`, needed with SMCA.
         Returns:
-            (B, N, d) output and a dict with ``points`` (B, N, M, 2) and, with ``need_weights``,
-            ``cross_attn`` (B, M, N, HW).
+            the (B, N, d) update and, with ``need_weights``, the maps ``cross_attn`` (B, M, N, HW) and
+            ``points`` (B, N, M, 2), the salient points.
         """
-        sa, _ = self.self_attn(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(sa))
-
         aligned = self.semantics_aligner(tgt, memory_2d, ref_boxes, valid_ratio)
         if self.smca:
             height, width = memory_2d.shape[-2:]
@@ -166,15 +131,8 @@ class SAMDecoderLayer(nn.Module):
 
         query = self.ca_qcontent_proj(aligned["query"]) + self.ca_qpos_sine_proj(aligned["query_pos"])  # (B,N,M,d)
         key = self.ca_kcontent_proj(memory) + self.ca_kpos_sine_proj(pos)  # (B, HW, d), shared by the heads
-        ca, weights = self.cross_attn(query, key, self.ca_v_proj(memory), attn_bias, need_weights)
-        tgt = self.norm2(tgt + self.dropout2(ca))
-
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(tgt))))
-        tgt = self.norm3(tgt + self.dropout3(ffn))
-        extra = {"points": aligned["points"]}
-        if need_weights:
-            extra["cross_attn"] = weights
-        return tgt, extra
+        out, weights = self.cross_attn(query, key, self.ca_v_proj(memory), attn_bias, need_weights)
+        return out, ({"cross_attn": weights, "points": aligned["points"]} if need_weights else {})
 
 
 class SAMDecoder(nn.Module):
@@ -190,15 +148,8 @@ class SAMDecoder(nn.Module):
         self.layers = clone_layers(layer, num_layers)
         self.num_layers = num_layers
 
-    def forward(
-        self,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        mask: torch.Tensor,
-        query_embed: torch.Tensor,
-        bbox_embed: nn.ModuleList,
-        need_weights: bool = False,
-    ) -> Dict[str, torch.Tensor]:
+    def forward(self, memory: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, query_embed: torch.Tensor,
+                bbox_embed: nn.ModuleList, need_weights: bool = False) -> DecoderOutput:
         """
         Args:
             memory, pos: (B, HW, d); mask: (B, H, W) bool padding mask of the feature map.
@@ -206,8 +157,8 @@ class SAMDecoder(nn.Module):
             bbox_embed: the per-layer box heads (owned by the meta-architecture, not by this module).
         Returns:
             ``hs`` (L, B, N, d) layer outputs, ``references`` (L, B, N, 4) the boxes each layer used,
-            ``box_deltas`` (L, B, N, 4) ``bbox_embed[ℓ](hs[ℓ])``, ``points`` (L, B, N, M, 2) salient points,
-            and with ``need_weights`` ``cross_attn``: L × (B, M, N, HW).
+            ``box_deltas`` (L, B, N, 4) ``bbox_embed[ℓ](hs[ℓ])``, and with ``need_weights`` the
+            ``cross_attn`` and ``points`` (salient points) of every layer.
         """
         bsz, hw, d_model = memory.shape
         height, width = mask.shape[-2:]
@@ -220,7 +171,7 @@ class SAMDecoder(nn.Module):
 
         tgt = memory.new_zeros(bsz, query_embed.shape[0], d_model)
         ref_logits = query_embed.unsqueeze(0).expand(bsz, -1, -1)
-        hs, refs, deltas, points, maps = [], [], [], [], []
+        hs, refs, deltas, layer_maps = [], [], [], []
         for idx, layer in enumerate(self.layers):
             if idx == 0:
                 ref_boxes = ref_logits.sigmoid()
@@ -232,90 +183,40 @@ class SAMDecoder(nn.Module):
                 ref_logits = ref_logits.detach()
             with torch.no_grad():
                 query_pos = sine_embedding(ref_boxes[..., :2], d_model // 2)
-            tgt, extra = layer(
-                tgt, query_pos, ref_boxes, memory, memory_2d, pos, valid_ratio, attn_bias, grid, need_weights
+            tgt, maps = layer(
+                tgt, query_pos, ref_boxes, memory, memory_2d, pos, valid_ratio, attn_bias, grid, need_weights=need_weights
             )
             hs.append(tgt)
             refs.append(ref_boxes)
-            points.append(extra["points"])
-            if need_weights:
-                maps.append(extra["cross_attn"])
+            layer_maps.append(maps)
         deltas.append(bbox_embed[self.num_layers - 1](tgt))
-        out = {
-            "hs": torch.stack(hs),
-            "references": torch.stack(refs),
-            "box_deltas": torch.stack(deltas),
-            "points": torch.stack(points),
-        }
-        if need_weights:
-            out["cross_attn"] = maps
-        return out
+        return DecoderOutput(
+            torch.stack(hs),
+            memory,
+            torch.stack(refs),
+            box_deltas=torch.stack(deltas),
+            **DecoderOutput.collect(layer_maps),
+        )
 
 
-class SAMDETRTransformer(nn.Module):
+class SAMDETRTransformer(DETRFamilyTransformer):
     """DETR post-norm encoder + SAM-DETR decoder, Xavier-initialised like upstream's ``Transformer``.
 
-    Args:
-        d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout, activation:
-            as DETR (256, 8, 6, 6, 2048, 0.1, relu); ``nhead`` is the number of salient points.
-        smca, smca_beta: SAM-DETR w/ SMCA and its β.
-        roi_size, point_channels, point_hidden_dims: the Semantics Aligner's sizes (7, 64, (256, 512, 512)).
+    Decoder options: ``smca``, ``smca_beta`` (SAM-DETR w/ SMCA and its β), ``roi_size``, ``point_channels``,
+    ``point_hidden_dims`` (the Semantics Aligner's sizes: 7, 64, (256, 512, 512)); ``nhead`` is the number of
+    salient points. The Xavier pass runs after every submodule's own init (so ``point2[-1].weight`` ends up
+    Xavier, its bias 0); biases keep their init (attention out_proj / encoder in_proj biases are 0).
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        smca: bool = False,
-        smca_beta: float = 8.0,
-        roi_size: int = 7,
-        point_channels: int = 64,
-        point_hidden_dims: Sequence[int] = (256, 512, 512),
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
-        self.num_decoder_layers = num_decoder_layers
+    def build_decoder(self, layer: tuple, num_layers: int, smca: bool = False, smca_beta: float = 8.0,
+                      roi_size: int = 7, point_channels: int = 64,
+                      point_hidden_dims: Sequence[int] = (256, 512, 512)) -> SAMDecoder:
         self.smca = smca
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
-        )
-        self.decoder = SAMDecoder(
-            SAMDecoderLayer(
-                d_model,
-                nhead,
-                dim_feedforward,
-                dropout,
-                activation,
-                smca=smca,
-                smca_beta=smca_beta,
-                roi_size=roi_size,
-                point_channels=point_channels,
-                point_hidden_dims=tuple(point_hidden_dims),
-            ),
-            num_decoder_layers,
-        )
-        # After every submodule's own init (so point2[-1].weight ends up Xavier, its bias 0); biases keep
-        # their init (attention out_proj / encoder in_proj biases are 0 by construction).
-        xavier_init_(self)
+        aligner = dict(roi_size=roi_size, point_channels=point_channels, point_hidden_dims=tuple(point_hidden_dims))
+        return SAMDecoder(SAMDecoderLayer(*layer, smca=smca, smca_beta=smca_beta, **aligner), num_layers)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        pos: torch.Tensor,
-        mask: torch.Tensor,
-        query_embed: torch.Tensor,
-        bbox_embed: nn.ModuleList,
-        need_weights: bool = False,
-    ) -> Dict[str, torch.Tensor]:
-        """src, pos: (B, HW, d); mask: (B, H, W); query_embed: (N, 4). See :meth:`SAMDecoder.forward`;
-        the returned dict also holds ``memory`` (B, HW, d)."""
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, query_embed: torch.Tensor,
+                bbox_embed: nn.ModuleList, need_weights: bool = False) -> DecoderOutput:
+        """src, pos: (B, HW, d); mask: (B, H, W); query_embed: (N, 4). See :meth:`SAMDecoder.forward`."""
         memory = self.encoder(src, pos, padding_bias(mask.flatten(1)))
-        out = self.decoder(memory, pos, mask, query_embed, bbox_embed, need_weights)
-        out["memory"] = memory
-        return out
+        return self.decoder(memory, pos, mask, query_embed, bbox_embed, need_weights)

@@ -2,7 +2,6 @@
 Matching", CVPR 2022) as a detectron2 meta-architecture."""
 from __future__ import annotations
 
-import math
 from typing import Dict
 
 import torch
@@ -11,10 +10,9 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
-from detr_core.config import base_from_config
+from detr_core.config import transformer_kwargs
 from detr_core.meta_arch import DETRMetaArch
-from detr_core.position_encoding import PositionEmbeddingSine
-from detr_core.transformer import MLP, clone_layers, inverse_sigmoid
+from detr_core.transformer import clone_layers, inverse_sigmoid
 
 from .decoder import SAMDETRTransformer
 
@@ -33,97 +31,42 @@ class SAMDETR(DETRMetaArch):
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: SAMDETRTransformer,
-        position_encoding: nn.Module,
-        num_queries: int = 300,
-        in_feature: str = "res5",
-        input_proj_norm: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, in_feature: str = "res5", input_proj_norm: bool = False, **kwargs):
         """
         Args:
-            transformer: a :class:`SAMDETRTransformer` (SMCA on/off is its ``smca`` flag).
-            position_encoding: image position encoding; SAM-DETR uses the half-cell convention,
-                ``PositionEmbeddingSine(d / 2, normalize=True, offset=-0.5)``.
-            num_queries: number of reference boxes / queries (300).
             in_feature: the backbone output used (``"res5"``; DC5 = dilated res5).
             input_proj_norm: GroupNorm(32, d) after the 1×1 input projection (official 12-epoch models).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, a :class:`SAMDETRTransformer`, whose ``smca``
+                flag makes SAM-DETR w/ SMCA; the position encoding at cell centres,
+                ``PositionEmbeddingSine(d / 2, normalize=True, offset=-0.5)``, ...).
         """
-        kwargs.setdefault("score_activation", "sigmoid")
         super().__init__(in_features=[in_feature], **kwargs)
-        d_model = transformer.d_model
-        num_layers = transformer.num_decoder_layers
-        self.transformer = transformer
-        self.position_encoding = position_encoding
+        d_model = self.transformer.d_model
+        num_layers = self.transformer.num_decoder_layers
         proj = [nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)]
         if input_proj_norm:
             proj.append(nn.GroupNorm(32, d_model))
         self.input_proj = nn.Sequential(*proj)
-        self.query_embed = nn.Embedding(num_queries, 4)  # reference boxes, cxcywh logits
+        self.query_embed = nn.Embedding(self.num_queries, 4)  # reference boxes, cxcywh logits
 
-        class_embed = nn.Linear(d_model, self.num_classes)
-        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # focal prior 0.01
-        bbox_embed = MLP(d_model, d_model, 4, 3)
-        nn.init.zeros_(bbox_embed.layers[-1].weight)
-        nn.init.zeros_(bbox_embed.layers[-1].bias)
+        class_embed, bbox_embed = self.prediction_heads(d_model, zero_box_init=True)
         # One head per decoder layer (identical initial values, trained separately).
         self.class_embed = clone_layers(class_embed, num_layers)
         self.bbox_embed = clone_layers(bbox_embed, num_layers)
 
+    yacs_node = "SAM_DETR"
+
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.SAM_DETR
-        return {
-            **base_from_config(cfg, node, loss_class="focal"),
-            "transformer": SAMDETRTransformer(
-                d_model=node.HIDDEN_DIM,
-                nhead=node.NHEADS,
-                num_encoder_layers=node.ENC_LAYERS,
-                num_decoder_layers=node.DEC_LAYERS,
-                dim_feedforward=node.DIM_FEEDFORWARD,
-                dropout=node.DROPOUT,
-                smca=node.SMCA,
-                smca_beta=node.SMCA_BETA,
-                roi_size=node.ROI_SIZE,
-                point_channels=node.POINT_CHANNELS,
-                point_hidden_dims=tuple(node.POINT_HIDDEN_DIMS),
-            ),
-            "position_encoding": PositionEmbeddingSine(
-                node.HIDDEN_DIM // 2, temperature=node.PE_TEMPERATURE, normalize=True, offset=-0.5
-            ),
-            "num_queries": node.NUM_OBJECT_QUERIES,
-            "in_feature": node.IN_FEATURE,
-            "input_proj_norm": node.INPUT_PROJ_NORM,
-            "score_activation": "sigmoid",
-        }
+    def variant_from_config(cls, node):
+        aligner = dict(roi_size=node.ROI_SIZE, point_channels=node.POINT_CHANNELS, point_hidden_dims=node.POINT_HIDDEN_DIMS)
+        transformer = SAMDETRTransformer(**transformer_kwargs(node, smca=node.SMCA, smca_beta=node.SMCA_BETA, **aligner))
+        return {"transformer": transformer, "in_feature": node.IN_FEATURE, "input_proj_norm": node.INPUT_PROJ_NORM}
 
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
-        """Raw predictions for a padded batch.
-
-        Returns:
-            ``pred_logits`` (B, N, C), ``pred_boxes`` (B, N, 4) cxcywh in [0, 1] of each unpadded image,
-            ``aux_outputs`` (earlier layers); with ``need_weights`` also ``reference_boxes``
-            (L, B, N, 4) the boxes each layer aligned on, ``salient_points`` (L, B, N, M, 2) (x, y) in
-            [0, 1]-ish image coordinates, ``cross_attn`` L × (B, M, N, HW) and the feature ``mask``
-            (B, H, W).
-        """
-        ((feature, mask),) = self.backbone_features(images)
-        pos = self.position_encoding(mask).to(feature.dtype).flatten(2).transpose(1, 2)
-        src = self.input_proj(feature).flatten(2).transpose(1, 2)
-        out = self.transformer(src, pos, mask, self.query_embed.weight, self.bbox_embed, need_weights)
-        hs, refs = out["hs"], out["references"]
-        boxes = (inverse_sigmoid(refs) + out["box_deltas"]).sigmoid()
-        logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
-        extra = {}
-        if need_weights:
-            extra = {
-                "reference_boxes": refs,
-                "salient_points": out["points"],
-                "cross_attn": out["cross_attn"],
-                "mask": mask,
-            }
-        return self.level_outputs(logits, boxes, **extra)
+        """See :meth:`DETRMetaArch.forward_images`. The decoder output's ``references`` are the reference
+        boxes each layer aligned on, its ``points`` the salient points (x, y) in [0, 1]-ish image coordinates."""
+        src, pos, mask = self.single_level_inputs(images)
+        dec = self.transformer(src, pos.to(src.dtype), mask, self.query_embed.weight, self.bbox_embed, need_weights)
+        boxes = (inverse_sigmoid(dec.references) + dec.box_deltas).sigmoid()
+        logits = torch.stack([head(h) for head, h in zip(self.class_embed, dec.hs)])
+        return self.level_outputs(logits, boxes, dec if need_weights else None, [mask])

@@ -66,24 +66,14 @@ class SemanticsAligner(nn.Module):
         temperature: of the sine encoding of the salient points.
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        num_points: int = 8,
-        roi_size: int = 7,
-        point_channels: int = 64,
-        point_hidden_dims: Sequence[int] = (256, 512, 512),
-        predict_scales: bool = False,
-        temperature: float = 10000.0,
-    ):
+    def __init__(self, d_model: int = 256, num_points: int = 8, roi_size: int = 7, point_channels: int = 64,
+                 point_hidden_dims: Sequence[int] = (256, 512, 512), predict_scales: bool = False,
+                 temperature: float = 10000.0):
         super().__init__()
         if d_model % 2:
             raise ValueError(f"d_model must be even for the sine encoding, got {d_model}")
-        self.d_model = d_model
-        self.num_points = num_points
-        self.roi_size = roi_size
-        self.predict_scales = predict_scales
-        self.temperature = temperature
+        self.d_model, self.num_points, self.roi_size = d_model, num_points, roi_size
+        self.predict_scales, self.temperature = predict_scales, temperature
         # sampling_ratio=-1: adaptive ceil(box / bin) samples per bin, torchvision's (and the paper's) default.
         self.roi_align = ROIAlign((roi_size, roi_size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         self.point1 = nn.Sequential(nn.Conv2d(d_model, point_channels, kernel_size=1), nn.ReLU())

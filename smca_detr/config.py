@@ -12,7 +12,8 @@ def add_smca_detr_config(cfg: CN) -> None:
     """Add ``cfg.MODEL.SMCA_DETR`` with the official single-scale recipe and the DETR-family defaults, so
     that with ``cfg.MODEL.META_ARCHITECTURE = "SMCADETR"``, ``build_model(cfg)`` builds SMCA-DETR.
 
-    Single-scale (README command of gaopengcuhk/SMCA-DETR): 300 queries, ``type3`` scales, β = 8, focal
+    The recipes of ``configs/common/models/smca_detr.py`` and ``smca_detr_ms.py``. Single-scale (README
+    command of gaopengcuhk/SMCA-DETR): 300 queries, ``type3`` scales, β = 8, focal
     loss with class weight 2 (matching cost 2), L1 5, GIoU 2, top-300 post-processing.
 
     Multi-scale (``MULTI_SCALE.ENABLED = True``, paper Sec. 3.3): ``MULTI_SCALE.IN_FEATURES`` plus
@@ -21,13 +22,8 @@ def add_smca_detr_config(cfg: CN) -> None:
     ``IN_FEATURES`` (e.g. ``["res4", "res5"]``).
     """
     add_detr_family_defaults(cfg)
-    node = detr_family_node(
-        NUM_OBJECT_QUERIES=300,
-        COST_CLASS=2.0,
-        CLASS_WEIGHT=2.0,
-        # 0: keep the top ``NUM_OBJECT_QUERIES`` (query, class) scores, as the official PostProcess
-        TEST_TOPK=0,
-    )
+    # TEST_TOPK 0: keep the top NUM_OBJECT_QUERIES (query, class) scores, as the official PostProcess
+    node = detr_family_node(NUM_OBJECT_QUERIES=300, COST_CLASS=2.0, CLASS_WEIGHT=2.0, TEST_TOPK=0)
     node.DYNAMIC_SCALE = "type3"  # type1 (s = 1) | type2 (one s per head) | type3 (s_x, s_y) | type4 (+ s_xy)
     node.SMOOTH = 8.0  # β
     node.CENTER_MLP_LAYERS = 3  # point1 depth in the released code (paper: 2)

@@ -1,7 +1,6 @@
 """SMCA-DETR meta-architecture (single-scale and multi-scale), registered as ``SMCADETR``."""
 from __future__ import annotations
 
-import math
 from typing import Dict, Sequence
 
 import torch
@@ -12,10 +11,8 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from detr_core.backbone import padding_mask
-from detr_core.config import base_from_config
+from detr_core.config import transformer_kwargs
 from detr_core.meta_arch import DETRMetaArch, image_sizes_tensor
-from detr_core.position_encoding import PositionEmbeddingSine
-from detr_core.transformer import MLP
 
 from .multi_scale import MultiScaleSMCATransformer
 from .spatially_modulated_co_attention import SMCATransformer
@@ -36,35 +33,27 @@ class SMCADETR(DETRMetaArch):
     Heads (shared by all decoder layers): ``class_embed`` Linear(d, num_classes), sigmoid/focal, bias
     −log(99); ``bbox_embed`` MLP(d, d, 4, 3) with default init; boxes
     σ(bbox_embed(hs) + [ref_logit_x, ref_logit_y, 0, 0]) with the layer-0 centre logit. Inference keeps
-    the top-``test_topk`` (default ``num_queries``) query × class scores.
+    the top-``test_topk`` query × class scores (the official PostProcess: ``num_queries`` of them).
     """
 
+    export_limits = {
+        "onnx": "SMCA-DETR cannot be exported to ONNX with this PyTorch: the ONNX decomposition of its attention"
+        " with a per-query Gaussian bias fails (a view of a transposed tensor); use --format torch (torch.export works)"
+    }
+
     @configurable
-    def __init__(
-        self,
-        *,
-        transformer: nn.Module,
-        position_encoding: nn.Module,
-        num_queries: int = 300,
-        in_features: Sequence[str] = ("res5",),
-        num_extra_levels: int = 0,
-        **kwargs,
-    ):
+    def __init__(self, *, in_features: Sequence[str] = ("res5",), num_extra_levels: int = 0, **kwargs):
         """
         Args:
-            transformer: :class:`SMCATransformer` or :class:`MultiScaleSMCATransformer`.
-            position_encoding: sine encoding of a padding mask, e.g. ``PositionEmbeddingSine(128)``.
-            num_queries: number of object queries (300).
             in_features: backbone outputs used (single-scale: ``("res5",)``; multi-scale COCO:
                 ``("res4", "res5")``).
             num_extra_levels: stride-2 levels added after the last backbone level (multi-scale COCO: 1,
                 giving stride 64).
-            kwargs: :class:`DETRMetaArch` arguments (backbone, criterion, num_classes, pixel stats, ...).
+            kwargs: :class:`DETRMetaArch` arguments (backbone, an :class:`SMCATransformer` or
+                :class:`MultiScaleSMCATransformer`, ...).
         """
-        kwargs.setdefault("score_activation", "sigmoid")
-        if kwargs.get("test_topk") is None:
-            kwargs["test_topk"] = num_queries
         super().__init__(in_features=in_features, **kwargs)
+        transformer = self.transformer
         num_levels = len(self.in_features) + num_extra_levels
         if num_levels != transformer.num_levels:
             raise ValueError(
@@ -74,8 +63,6 @@ class SMCADETR(DETRMetaArch):
         if transformer.num_levels == 1 and isinstance(transformer, MultiScaleSMCATransformer):
             raise ValueError("a multi-scale SMCA transformer needs more than one level")
         d_model = transformer.d_model
-        self.transformer = transformer
-        self.position_encoding = position_encoding
         self.multi_scale = isinstance(transformer, MultiScaleSMCATransformer)
         self.num_extra_levels = num_extra_levels
         self.level_strides = self.feature_strides + [self.feature_strides[-1] * 2 ** (i + 1) for i in range(num_extra_levels)]
@@ -93,55 +80,26 @@ class SMCADETR(DETRMetaArch):
                 raise ValueError("single-scale SMCA takes no extra levels")
             # official name and layout: one 1x1 conv (no ModuleList, no GroupNorm)
             self.input_proj = nn.Conv2d(self.feature_channels[0], d_model, kernel_size=1)
-        self.query_embed = nn.Embedding(num_queries, d_model)
-        self.class_embed = nn.Linear(d_model, self.num_classes)
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))
-        self.bbox_embed = MLP(d_model, d_model, 4, 3)
+        self.query_embed = nn.Embedding(self.num_queries, d_model)
+        self.class_embed, self.bbox_embed = self.prediction_heads(d_model, zero_box_init=False)
+
+    yacs_node = "SMCA_DETR"
 
     @classmethod
-    def from_config(cls, cfg):
-        node = cfg.MODEL.SMCA_DETR
+    def variant_from_config(cls, node):
         ms = node.MULTI_SCALE
-        common = dict(
-            d_model=node.HIDDEN_DIM,
-            nhead=node.NHEADS,
-            num_decoder_layers=node.DEC_LAYERS,
-            dropout=node.DROPOUT,
-            dynamic_scale=node.DYNAMIC_SCALE,
-            smooth=node.SMOOTH,
+        transformer = transformer_kwargs(node, dynamic_scale=node.DYNAMIC_SCALE, smooth=node.SMOOTH)
+        if not ms.ENABLED:
+            transformer = SMCATransformer(center_mlp_layers=node.CENTER_MLP_LAYERS, **transformer)
+            return {"transformer": transformer, "in_features": [node.IN_FEATURE], "num_extra_levels": 0}
+        del transformer["num_encoder_layers"]  # the layer types give the encoder's depth
+        transformer.update(
+            encoder_layer_types=list(ms.ENCODER_LAYERS), dim_feedforward=ms.DIM_FEEDFORWARD,
+            center_mlp_layers=ms.CENTER_MLP_LAYERS, num_levels=len(ms.IN_FEATURES) + ms.NUM_EXTRA_LEVELS,
+            reference_level=ms.REFERENCE_LEVEL, per_level_offsets=ms.PER_LEVEL_OFFSETS, per_level_scales=ms.PER_LEVEL_SCALES,
         )
-        if ms.ENABLED:
-            in_features = list(ms.IN_FEATURES)
-            num_extra = ms.NUM_EXTRA_LEVELS
-            transformer = MultiScaleSMCATransformer(
-                encoder_layer_types=list(ms.ENCODER_LAYERS),
-                dim_feedforward=ms.DIM_FEEDFORWARD,
-                center_mlp_layers=ms.CENTER_MLP_LAYERS,
-                num_levels=len(in_features) + num_extra,
-                reference_level=ms.REFERENCE_LEVEL,
-                per_level_offsets=ms.PER_LEVEL_OFFSETS,
-                per_level_scales=ms.PER_LEVEL_SCALES,
-                **common,
-            )
-        else:
-            in_features, num_extra = [node.IN_FEATURE], 0
-            transformer = SMCATransformer(
-                num_encoder_layers=node.ENC_LAYERS,
-                dim_feedforward=node.DIM_FEEDFORWARD,
-                center_mlp_layers=node.CENTER_MLP_LAYERS,
-                **common,
-            )
-        base = base_from_config(cfg, node, loss_class="focal")
-        base["test_topk"] = node.TEST_TOPK if node.TEST_TOPK > 0 else node.NUM_OBJECT_QUERIES
-        return {
-            **base,
-            "transformer": transformer,
-            "position_encoding": PositionEmbeddingSine(node.HIDDEN_DIM // 2, temperature=node.PE_TEMPERATURE),
-            "num_queries": node.NUM_OBJECT_QUERIES,
-            "in_features": in_features,
-            "num_extra_levels": num_extra,
-            "score_activation": "sigmoid",
-        }
+        transformer = MultiScaleSMCATransformer(**transformer)
+        return {"transformer": transformer, "in_features": list(ms.IN_FEATURES), "num_extra_levels": ms.NUM_EXTRA_LEVELS}
 
     def level_inputs(self, images: ImageList):
         """Per level: projected features (B, HW, C), position encodings (B, HW, C), masks (B, H, W)."""
@@ -171,33 +129,16 @@ class SMCADETR(DETRMetaArch):
         return srcs, poss, masks
 
     def forward_images(self, images: ImageList, need_weights: bool = False) -> Dict:
-        """Raw predictions for a padded batch.
-
-        Returns:
-            ``pred_logits`` (B, Q, num_classes), ``pred_boxes`` (B, Q, 4) cxcywh in [0, 1] of the unpadded
-            image, ``aux_outputs``; with ``need_weights`` also, per decoder layer (lists):
-            ``cross_attn`` (B, M, Q, ΣHW) attention probabilities, ``log_prior`` (B, M, Q, ΣHW) Gaussian
-            log-priors, ``head_centers`` (B, Q, M, 2) and ``head_scales`` (B, Q, M, K) in (reference-)
-            feature cells, multi-scale ``scale_weights`` (B, Q, L); and ``reference_points`` (B, Q, 2)
-            normalised centres σ(ref_logit), ``masks`` per level (B, H_l, W_l), ``level_strides``,
-            ``reference_stride`` (the unit of centres and offsets).
-        """
+        """See :meth:`DETRMetaArch.forward_images`. The decoder output's ``log_prior`` holds the Gaussian
+        log-priors, ``points`` the per-head Gaussian centres, ``references`` the normalised layer-0 centres
+        σ(ref_logit), multi-scale ``scale_weights`` the α of every layer; ``masks`` and ``strides`` are
+        those of every level (the keys of the maps, concatenated)."""
         srcs, poss, masks = self.level_inputs(images)
         sizes = image_sizes_tensor(images.image_sizes, self.device)
         image_wh = sizes.flip(-1).to(torch.float32)  # image_sizes are (h, w); the model wants (w, h)
-        hs, ref_logit, maps = self.transformer(
-            srcs, poss, masks, self.query_embed.weight, image_wh, self.level_strides, need_weights
+        dec = self.transformer(srcs, poss, masks, self.query_embed.weight, image_wh, self.level_strides, need_weights)
+        hs = dec.hs
+        boxes = (self.bbox_embed(hs) + F.pad(dec.reference_logits, (0, 2)).to(hs.dtype)).sigmoid()
+        return self.level_outputs(
+            self.class_embed(hs), boxes, dec if need_weights else None, masks, self.level_strides
         )
-        logits = self.class_embed(hs)
-        boxes = (self.bbox_embed(hs) + F.pad(ref_logit, (0, 2)).to(hs.dtype)).sigmoid()
-        extra = {}
-        if need_weights:
-            ref_level = getattr(self.transformer, "reference_level", 0)
-            extra = {
-                **maps,
-                "reference_points": ref_logit.sigmoid(),
-                "masks": masks,
-                "level_strides": list(self.level_strides),
-                "reference_stride": self.level_strides[ref_level],
-            }
-        return self.level_outputs(logits, boxes, **extra)

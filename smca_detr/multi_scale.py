@@ -31,14 +31,12 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from detr_core.attention import MultiheadAttention, multi_head_attention, padding_bias
-from detr_core.spatial_prior import FeatureGrid, feature_grid
+from detr_core.attention import MultiheadAttention
 from detr_core.transformer import TransformerEncoderLayer
 
-from .spatially_modulated_co_attention import SMCADecoderLayer, build_smca_decoder, init_smca_transformer_
+from .spatially_modulated_co_attention import SMCADecoderLayer, SMCATransformer
 
 __all__ = [
     "ENCODER_LAYER_TYPES",
@@ -60,45 +58,26 @@ class MultiScaleEncoderLayer(TransformerEncoderLayer):
     act per token, so they are shared across scales either way.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        scope: str = "intra",
-    ):
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)
+    def build_attention(self, d_model: int, nhead: int, dropout: float, scope: str = "intra") -> None:
         if scope not in ENCODER_LAYER_TYPES:
             raise ValueError(f"encoder layer type must be one of {ENCODER_LAYER_TYPES}, got {scope!r}")
         self.scope = scope
+        super().build_attention(d_model, nhead, dropout)
 
-    def forward(
-        self, src: torch.Tensor, pos: torch.Tensor, attn_bias: torch.Tensor, level_sizes: Sequence[int]
-    ) -> torch.Tensor:
+    def self_attention(self, src, pos, attn_bias, level_sizes: Sequence[int]) -> torch.Tensor:
         """src, pos: (B, ΣHW, C); attn_bias: (B, 1, 1, ΣHW) padding bias; level_sizes: tokens per level."""
         qk = src + pos
         if self.scope == "multi":
-            attn = self.self_attn(qk, qk, src, attn_bias)[0]
-        else:
-            attn = self.intra_scale_attention(qk, src, attn_bias, list(level_sizes))
-        src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
-        return self.norm2(src + self.dropout2(ffn))
-
+            return self.self_attn(qk, qk, src, attn_bias)[0]
+        return self.intra_scale_attention(qk, src, attn_bias, list(level_sizes))
 
     def intra_scale_attention(self, qk, value, attn_bias, sizes: List[int]) -> torch.Tensor:
         """Self-attention within each level: q/k/v projected once for all tokens, one fused attention
         call per level, ``out_proj`` once."""
         mha = self.self_attn
-        e = mha.embed_dim
-        w, b = mha.in_proj_weight, mha.in_proj_bias
-        q, k = F.linear(qk, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
-        v = F.linear(value, w[2 * e :], b[2 * e :])
-        dropout = mha.dropout if self.training else 0.0
+        q, k, v = mha.in_projection(qk, qk, value)
         outs = [
-            multi_head_attention(q_l, k_l, v_l, mha.num_heads, b_l, dropout)[0]
+            mha.attend(q_l, k_l, v_l, b_l)[0]
             for q_l, k_l, v_l, b_l in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1), attn_bias.split(sizes, -1))
         ]
         return mha.out_proj(torch.cat(outs, dim=1))
@@ -117,7 +96,7 @@ class MultiScaleEncoder(nn.Module):
 
     def forward(self, src, pos, attn_bias, level_sizes):
         for layer in self.layers:
-            src = layer(src, pos, attn_bias, level_sizes)
+            src = layer(src, pos, attn_bias, level_sizes=level_sizes)
         return src
 
 
@@ -151,18 +130,13 @@ class ScaleSelectionAttention(MultiheadAttention):
             (B, Q, E) output and, with ``need_weights``, (B, M, Q, ΣHW) α-weighted attention probabilities
             (each level's block sums to α_j, the whole row to 1).
         """
-        e = self.embed_dim
-        w, b = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(query, w[:e], b[:e])
-        k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
-        v = F.linear(value, w[2 * e :], b[2 * e :])
+        q, k, v = self.in_projection(query, key, value)
         sizes = list(level_sizes)
         biases = [None] * len(sizes) if attn_bias is None else attn_bias.split(sizes, -1)
-        dropout = self.dropout if self.training else 0.0
         out = 0.0
         maps: List[torch.Tensor] = []
         for level, (k_l, v_l, b_l) in enumerate(zip(k.split(sizes, 1), v.split(sizes, 1), biases)):
-            o_l, w_l = multi_head_attention(q, k_l, v_l, self.num_heads, b_l, dropout, need_weights=need_weights)
+            o_l, w_l = self.attend(q, k_l, v_l, b_l, need_weights)
             alpha = scale_weights[..., level : level + 1].to(o_l.dtype)  # (B, Q, 1)
             out = out + alpha * o_l
             if need_weights:
@@ -174,165 +148,59 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
     """SMCA decoder layer over multi-scale memory with scale-selection attention (``scale_selection``:
     Linear(d, L) → softmax = α)."""
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        predict_center: bool = False,
-        center_mlp_layers: int = 2,
-        num_levels: int = 3,
-        per_level_offsets: bool = False,
-        per_level_scales: bool = False,
-    ):
-        super().__init__(
-            d_model,
-            nhead,
-            dim_feedforward,
-            dropout,
-            activation,
-            dynamic_scale=dynamic_scale,
-            smooth=smooth,
-            predict_center=predict_center,
-            center_mlp_layers=center_mlp_layers,
-            num_offset_sets=num_levels if per_level_offsets else 1,
-            num_scale_sets=num_levels if per_level_scales else 1,
-        )
+    def __init__(self, *args, num_levels: int = 3, per_level_offsets: bool = False, per_level_scales: bool = False,
+                 **kwargs):
+        """``args``, ``kwargs``: those of :class:`SMCADecoderLayer`; ``per_level_offsets`` / ``per_level_scales``:
+        one set of head offsets / scales per level instead of one shared by all."""
+        sets = dict(num_offset_sets=num_levels if per_level_offsets else 1, num_scale_sets=num_levels if per_level_scales else 1)
+        super().__init__(*args, **sets, **kwargs)
         self.num_levels = num_levels
-        self.multihead_attn = ScaleSelectionAttention(d_model, nhead, dropout=dropout)
-        self.scale_selection = nn.Linear(d_model, num_levels)
+        self.multihead_attn = ScaleSelectionAttention(self.d_model, self.nhead, dropout=self.multihead_attn.dropout)
+        self.scale_selection = nn.Linear(self.d_model, num_levels)
 
-    def forward(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        query_pos: torch.Tensor,
-        attn_bias: Optional[torch.Tensor],
-        grids: Sequence[FeatureGrid],
-        image_cells: torch.Tensor,
-        reference: Optional[torch.Tensor] = None,
-        need_weights: bool = False,
-    ):
-        """As :meth:`SMCADecoderLayer.forward`, with ``memory``/``pos`` holding all levels' keys
-        concatenated, one grid per level, and ``grids``/``image_cells`` in reference-level cells.
-        With ``need_weights`` the maps also hold ``scale_weights`` (B, Q, L)."""
-        out = self.norm4(tgt + query_pos)
-        offsets = self.head_offsets(out)
-        scale_weights = self.scale_selection(out).softmax(-1)  # (B, Q, L)
-        tgt = self.self_attention(tgt, query_pos)
-        reference, ref_logit = self.reference_centers(out, image_cells, reference)
-        centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
-        scales = self.head_scales(out)
-        log_prior = self.spatial_prior(centers, scales, grids)
-        bias = log_prior if attn_bias is None else log_prior + attn_bias
+    def scale_weights(self, out: torch.Tensor) -> torch.Tensor:
+        """α = softmax(scale_selection(out)) (B, Q, L), from the layer's LN4(tgt + query_pos)."""
+        return self.scale_selection(out).softmax(-1)
+
+    def cross_attention(self, tgt, query_pos, memory, pos, attn_bias, grids, scale_weights, need_weights=False):
+        """Scale-selection attention over all levels' keys (``memory``/``pos`` concatenated, one grid per
+        level). With ``need_weights`` the maps also hold ``scale_weights`` (B, Q, L)."""
         level_sizes = [grid.numel for grid in grids]
         attn, weights = self.multihead_attn(
-            tgt + query_pos, memory + pos, memory, bias, scale_weights, level_sizes, need_weights
+            tgt + query_pos, memory + pos, memory, attn_bias, scale_weights, level_sizes, need_weights
         )
-        tgt = self.norm2(tgt + self.dropout2(attn))
-        tgt = self.ffn(tgt)
-        info = {}
-        if need_weights:
-            info = {
-                "cross_attn": weights,
-                "log_prior": log_prior,
-                "head_centers": centers.squeeze(2) if centers.shape[2] == 1 else centers,
-                "head_scales": None if scales is None else (scales.squeeze(2) if scales.shape[2] == 1 else scales),
-                "scale_weights": scale_weights,
-            }
-        return tgt, reference, ref_logit, info
+        return attn, ({"cross_attn": weights, "scale_weights": scale_weights} if need_weights else {})
 
 
-class MultiScaleSMCATransformer(nn.Module):
+class MultiScaleSMCATransformer(SMCATransformer):
     """Intra/multi-scale encoder + scale-selection SMCA decoder (paper Sec. 3.3).
 
     Args:
-        d_model, nhead, dropout, activation: transformer width, heads, dropout, FFN activation.
-        encoder_layer_types: sequence of ``"intra"`` / ``"multi"`` (paper: 2 intra, 1 multi, 2 intra).
-        num_decoder_layers: decoder depth (6).
+        encoder_layer_types: sequence of ``"intra"`` / ``"multi"`` (paper: 2 intra, 1 multi, 2 intra); it
+            replaces ``num_encoder_layers``.
         dim_feedforward: FFN width of encoder and decoder (paper: 1024).
-        dynamic_scale, smooth: as single-scale SMCA (type3, β = 8).
         center_mlp_layers: depth of the centre MLP ``point1`` (paper eq. 3: 2).
         num_levels: feature levels (3: strides 16/32/64 on COCO).
         reference_level: the level whose cells are the unit of centres, offsets and distances.
-        per_level_offsets, per_level_scales: predict head offsets / scales per level instead of sharing.
+        per_level_offsets, per_level_scales: predict head offsets / scales per level instead of sharing them.
+        kwargs: the rest of :class:`SMCATransformer`'s (d_model, nhead, num_decoder_layers, dropout,
+            activation, dynamic_scale, smooth).
     """
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        encoder_layer_types: Sequence[str] = ("intra", "intra", "multi", "intra", "intra"),
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        center_mlp_layers: int = 2,
-        num_levels: int = 3,
-        reference_level: int = 1,
-        per_level_offsets: bool = False,
-        per_level_scales: bool = False,
-    ):
-        super().__init__()
+    layer_cls = ScaleSelectionDecoderLayer
+    replaced_arguments = ("num_encoder_layers",)  # by encoder_layer_types
+
+    def __init__(self, *, encoder_layer_types: Sequence[str] = ("intra", "intra", "multi", "intra", "intra"),
+                 dim_feedforward: int = 1024, center_mlp_layers: int = 2, num_levels: int = 3, reference_level: int = 1,
+                 per_level_offsets: bool = False, per_level_scales: bool = False, **kwargs):
         if not 0 <= reference_level < num_levels:
             raise ValueError(f"reference_level={reference_level} is not one of the {num_levels} levels")
-        self.d_model = d_model
-        self.nhead = nhead
+        per_level = dict(per_level_offsets=per_level_offsets, per_level_scales=per_level_scales)
+        # the multi-scale encoder's depth is its sequence of layer types
+        super().__init__(num_encoder_layers=tuple(encoder_layer_types), dim_feedforward=dim_feedforward,
+                         center_mlp_layers=center_mlp_layers, num_levels=num_levels, **per_level, **kwargs)
         self.num_levels = num_levels
         self.reference_level = reference_level
-        self.encoder = MultiScaleEncoder(encoder_layer_types, d_model, nhead, dim_feedforward, dropout, activation)
-        self.decoder = build_smca_decoder(
-            d_model,
-            nhead,
-            num_decoder_layers,
-            dim_feedforward,
-            dropout,
-            activation,
-            dynamic_scale,
-            smooth,
-            center_mlp_layers,
-            layer_cls=ScaleSelectionDecoderLayer,
-            num_levels=num_levels,
-            per_level_offsets=per_level_offsets,
-            per_level_scales=per_level_scales,
-        )
-        init_smca_transformer_(self)
 
-    def forward(
-        self,
-        srcs: Sequence[torch.Tensor],
-        poss: Sequence[torch.Tensor],
-        masks: Sequence[torch.Tensor],
-        query_pos: torch.Tensor,
-        image_wh: torch.Tensor,
-        strides: Sequence[int],
-        need_weights: bool = False,
-    ):
-        """
-        Args:
-            srcs, poss: per level (B, HW_l, C) projected features and position encodings (with the level
-                embedding already added).
-            masks: per level (B, H_l, W_l) padding masks.
-            query_pos: (Q, C); image_wh: (B, 2) unpadded (w, h) pixels; strides: per level.
-
-        Returns:
-            hs (L, B, Q, C), ref_logit (B, Q, 2), per-layer maps (empty unless need_weights).
-        """
-        if len(srcs) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} feature levels, got {len(srcs)}")
-        level_sizes = [m.shape[-2] * m.shape[-1] for m in masks]
-        src = torch.cat(list(srcs), dim=1)
-        pos = torch.cat(list(poss), dim=1)
-        attn_bias = padding_bias(torch.cat([m.flatten(1) for m in masks], dim=1))
-        memory = self.encoder(src, pos, attn_bias, level_sizes)
-
-        ref_stride = strides[self.reference_level]
-        grids = [feature_grid(*m.shape[-2:], device=src.device).scaled(s / ref_stride) for m, s in zip(masks, strides)]
-        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, ref_stride, need_weights)
+    def build_encoder(self, layer: tuple, layer_types: Sequence[str]) -> MultiScaleEncoder:
+        return MultiScaleEncoder(layer_types, *layer)

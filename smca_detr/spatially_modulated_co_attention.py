@@ -25,27 +25,21 @@ Tensors are batch-first (B, L, C); the Gaussian map is computed with
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from detr_core.attention import padding_bias
+from detr_core.outputs import DecoderOutput
 from detr_core.spatial_prior import FeatureGrid, axis_square_distances, feature_grid, gaussian_log_prior
-from detr_core.transformer import (
-    MLP,
-    DETRDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    xavier_init_,
-)
+from detr_core.transformer import MLP, DETRDecoderLayer, DETRFamilyTransformer, xavier_init_
 
 __all__ = [
     "SCALE_OUTPUTS",
     "SMCADecoderLayer",
     "SMCADecoder",
     "SMCATransformer",
-    "build_smca_decoder",
     "smca_log_prior",
 ]
 
@@ -86,7 +80,7 @@ class SMCADecoderLayer(DETRDecoderLayer):
     ``multihead_attn``), so official checkpoints load by renaming the backbone only.
 
     Args:
-        d_model, nhead, dim_feedforward, dropout, activation: as :class:`DETRDecoderLayer`.
+        args, kwargs: d_model, nhead, dim_feedforward, dropout, activation of :class:`DETRDecoderLayer`.
         dynamic_scale: ``"type1"``/``"type2"``/``"type3"``/``"type4"`` (see module docstring).
         smooth: β of the Gaussian.
         predict_center: this layer owns ``point1`` and predicts the reference centre (layer 0).
@@ -95,24 +89,12 @@ class SMCADecoderLayer(DETRDecoderLayer):
             multi-scale layer can predict one set per feature level).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        predict_center: bool = False,
-        center_mlp_layers: int = 3,
-        num_offset_sets: int = 1,
-        num_scale_sets: int = 1,
-    ):
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)
+    def __init__(self, *args, dynamic_scale: str = "type3", smooth: float = 8.0, predict_center: bool = False,
+                 center_mlp_layers: int = 3, num_offset_sets: int = 1, num_scale_sets: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)  # DETR's layer: attention, FFN and norms first, as upstream
         if dynamic_scale not in SCALE_OUTPUTS:
             raise ValueError(f"dynamic_scale must be one of {sorted(SCALE_OUTPUTS)}, got {dynamic_scale!r}")
-        self.nhead = nhead
+        d_model, nhead = self.d_model, self.nhead
         self.dynamic_scale = dynamic_scale
         self.smooth = smooth
         self.num_offset_sets = num_offset_sets
@@ -133,6 +115,10 @@ class SMCADecoderLayer(DETRDecoderLayer):
     def head_offsets(self, out: torch.Tensor) -> torch.Tensor:
         """(B, Q, C) -> (B, Q, S, M, 2) centre offsets (dx, dy) per offset set and head."""
         return self.point2(out).unflatten(-1, (self.num_offset_sets, self.nhead, 2))
+
+    def scale_weights(self, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """Scale-selection weights α (B, Q, levels) of the multi-scale layer; None on a single scale."""
+        return None
 
     def head_scales(self, out: torch.Tensor) -> Optional[torch.Tensor]:
         """(B, Q, C) -> (B, Q, S, M, K) raw scales, or None for type1."""
@@ -174,9 +160,9 @@ class SMCADecoderLayer(DETRDecoderLayer):
     def forward(
         self,
         tgt: torch.Tensor,
+        query_pos: torch.Tensor,
         memory: torch.Tensor,
         pos: torch.Tensor,
-        query_pos: torch.Tensor,
         attn_bias: Optional[torch.Tensor],
         grids: Sequence[FeatureGrid],
         image_cells: torch.Tensor,
@@ -193,36 +179,30 @@ class SMCADecoderLayer(DETRDecoderLayer):
             reference: (B, Q, 2) centre from layer 0 (None for layer 0 itself).
 
         Returns:
-            tgt (B, Q, C), reference (B, Q, 2), ref_logit (B, Q, 2) or None, and a dict of maps when
-            ``need_weights``: ``cross_attn`` (B, M, Q, HW), ``log_prior`` (B, M, Q, HW), ``head_centers``
-            (B, Q, M, 2) and ``head_scales`` (B, Q, M, K) or None.
+            tgt (B, Q, C), reference (B, Q, 2), ref_logit (B, Q, 2) or None, and the layer's maps (see
+            :class:`DecoderOutput`): with ``need_weights`` ``cross_attn``, ``log_prior`` (B, M, Q, HW) and
+            ``points``, the per-head centres normalised to the unpadded image.
         """
+        # Everything spatial comes from out = LN4(tgt + query_pos), the layer's input (spec §2).
         out = self.norm4(tgt + query_pos)
         offsets = self.head_offsets(out)
-        tgt = self.self_attention(tgt, query_pos)
+        scale_weights = self.scale_weights(out)
         reference, ref_logit = self.reference_centers(out, image_cells, reference)
         centers = reference[:, :, None, None, :] + offsets  # (B, Q, S, M, 2)
-        scales = self.head_scales(out)
-        log_prior = self.spatial_prior(centers, scales, grids)
+        log_prior = self.spatial_prior(centers, self.head_scales(out), grids)
         bias = log_prior if attn_bias is None else log_prior + attn_bias
-        tgt, weights = self.cross_attention(tgt, memory, pos, query_pos, bias, need_weights)
-        tgt = self.ffn(tgt)
-        info = {}
+        tgt, maps = super().forward(tgt, query_pos, memory, pos, bias, grids, scale_weights, need_weights=need_weights)
         if need_weights:
-            info = {
-                "cross_attn": weights,
-                "log_prior": log_prior,
-                "head_centers": centers.squeeze(2) if centers.shape[2] == 1 else centers,
-                "head_scales": None if scales is None else (scales.squeeze(2) if scales.shape[2] == 1 else scales),
-            }
-        return tgt, reference, ref_logit, info
+            points = centers / image_cells[:, :, None, None, :]
+            maps.update(log_prior=log_prior, points=points.squeeze(2) if points.shape[2] == 1 else points)
+        return tgt, reference, ref_logit, maps
 
 
 class SMCADecoder(nn.Module):
     """SMCA decoder layers (layer 0 predicts the centre) and DETR's shared final LayerNorm.
 
     Returns the normed output of every layer, the layer-0 centre logit used by the box head, and, with
-    ``need_weights``, the per-layer maps of :class:`SMCADecoderLayer` as lists.
+    ``need_weights``, the per-layer maps of :class:`SMCADecoderLayer`, as a :class:`DecoderOutput`.
     """
 
     def __init__(self, layers: Sequence[SMCADecoderLayer], d_model: int):
@@ -232,20 +212,21 @@ class SMCADecoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights=False):
+    def forward(self, tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights=False) -> DecoderOutput:
         intermediate: List[torch.Tensor] = []
-        maps: Dict[str, list] = {}
+        layer_maps = []
         reference = ref_logit = None
         for layer in self.layers:
-            tgt, reference, logit, info = layer(
-                tgt, memory, pos, query_pos, attn_bias, grids, image_cells, reference, need_weights
+            tgt, reference, logit, maps = layer(
+                tgt, query_pos, memory, pos, attn_bias, grids, image_cells, reference, need_weights=need_weights
             )
             if ref_logit is None:
                 ref_logit = logit
             intermediate.append(self.norm(tgt))
-            for key, value in info.items():
-                maps.setdefault(key, []).append(value)
-        return torch.stack(intermediate), ref_logit, maps
+            layer_maps.append(maps)
+        hs = torch.stack(intermediate)
+        references = ref_logit.sigmoid().expand(len(self.layers), *ref_logit.shape)
+        return DecoderOutput(hs, memory, references, ref_logit, **DecoderOutput.collect(layer_maps))
 
     def decode_queries(self, memory, pos, query_embed, attn_bias, grids, image_wh, stride, need_weights=False):
         """Run the decoder from the learned queries: zero content, ``query_embed`` (Q, C) as positions for
@@ -256,107 +237,54 @@ class SMCADecoder(nn.Module):
         return self(tgt, memory, pos, query_pos, attn_bias, grids, image_cells, need_weights)
 
 
-def init_smca_transformer_(transformer: nn.Module) -> None:
-    """Xavier-uniform on every matrix of ``transformer`` (official ``_reset_parameters``), then SMCA's own
-    initialisation of the scale heads of each decoder layer."""
-    xavier_init_(transformer)
-    for layer in transformer.decoder.layers:
-        layer.reset_scale_parameters()
-
-
-def build_smca_decoder(
-    d_model: int,
-    nhead: int,
-    num_layers: int,
-    dim_feedforward: int,
-    dropout: float,
-    activation: str,
-    dynamic_scale: str,
-    smooth: float,
-    center_mlp_layers: int,
-    layer_cls=SMCADecoderLayer,
-    **layer_kwargs,
-) -> SMCADecoder:
-    """``num_layers`` independent layers, the first with ``point1`` (the official layout)."""
-    layers = [
-        layer_cls(
-            d_model,
-            nhead,
-            dim_feedforward,
-            dropout,
-            activation,
-            dynamic_scale=dynamic_scale,
-            smooth=smooth,
-            predict_center=index == 0,
-            center_mlp_layers=center_mlp_layers,
-            **layer_kwargs,
-        )
-        for index in range(num_layers)
-    ]
-    return SMCADecoder(layers, d_model)
-
-
-class SMCATransformer(nn.Module):
+class SMCATransformer(DETRFamilyTransformer):
     """Single-scale SMCA encoder-decoder: DETR's post-norm encoder and the Gaussian-modulated decoder.
 
+    Decoder options: ``dynamic_scale`` (type1..4), ``smooth`` (β), ``center_mlp_layers`` (depth of
+    ``point1``); the first of the independent layers predicts the centre (the official layout).
     Initialisation as the official ``Transformer._reset_parameters``: xavier-uniform on every parameter
     with more than one dimension (MHA projections, FFNs, ``point1/2/3``), then ``point3`` weight 0 and
     bias 1 (type2/3/4).
     """
 
     num_levels = 1
+    reference_level = 0
+    layer_cls = SMCADecoderLayer
 
-    def __init__(
-        self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        dynamic_scale: str = "type3",
-        smooth: float = 8.0,
-        center_mlp_layers: int = 3,
-    ):
-        super().__init__()
-        self.d_model = d_model
-        self.nhead = nhead
-        self.encoder = TransformerEncoder(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation), num_encoder_layers
-        )
-        self.decoder = build_smca_decoder(
-            d_model, nhead, num_decoder_layers, dim_feedforward, dropout, activation, dynamic_scale, smooth,
-            center_mlp_layers,
-        )
-        init_smca_transformer_(self)
+    def build_decoder(self, layer: tuple, num_layers: int, dynamic_scale: str = "type3", smooth: float = 8.0,
+                      center_mlp_layers: int = 3, **layer_options) -> SMCADecoder:
+        layers = [
+            self.layer_cls(*layer, dynamic_scale=dynamic_scale, smooth=smooth, predict_center=index == 0,
+                           center_mlp_layers=center_mlp_layers, **layer_options)
+            for index in range(num_layers)
+        ]
+        return SMCADecoder(layers, self.d_model)
 
-    def forward(
-        self,
-        srcs: Sequence[torch.Tensor],
-        poss: Sequence[torch.Tensor],
-        masks: Sequence[torch.Tensor],
-        query_pos: torch.Tensor,
-        image_wh: torch.Tensor,
-        strides: Sequence[int],
-        need_weights: bool = False,
-    ):
+    def reset_parameters(self) -> None:
+        xavier_init_(self)
+        for layer in self.decoder.layers:
+            layer.reset_scale_parameters()
+
+    def forward(self, srcs: Sequence[torch.Tensor], poss: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                query_pos: torch.Tensor, image_wh: torch.Tensor, strides: Sequence[int], need_weights: bool = False):
         """
         Args:
-            srcs, poss: one (B, HW, C) projected feature map and its position encoding.
-            masks: one (B, H, W) padding mask (True on padding).
+            srcs, poss: per level (one for single-scale SMCA) the (B, HW_l, C) projected feature map and its
+                position encoding (multi-scale: with the level embedding already added).
+            masks: per level the (B, H_l, W_l) padding mask (True on padding).
             query_pos: (Q, C) learned query positions.
             image_wh: (B, 2) unpadded image (w, h) in input pixels.
-            strides: the feature map's stride.
+            strides: per level; centres, offsets and distances are in cells of level ``reference_level``.
 
         Returns:
-            hs (L, B, Q, C), ref_logit (B, Q, 2), and a dict of per-layer maps (empty unless need_weights).
+            the decoder's :class:`DecoderOutput` (``reference_logits``: the layer-0 centre logit (B, Q, 2)).
         """
-        if len(srcs) != 1:
-            raise ValueError(f"single-scale SMCA takes one feature map, got {len(srcs)}")
-        (src,), (pos,), (mask,), (stride,) = srcs, poss, masks, strides
-        height, width = mask.shape[-2:]
-        attn_bias = padding_bias(mask.flatten(1))
-        memory = self.encoder(src, pos, attn_bias)
-        grids = [feature_grid(height, width, device=src.device)]
-        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, stride, need_weights)
+        if len(srcs) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} feature level(s), got {len(srcs)}")
+        # the levels' keys concatenated (one level is used as it is: same memory layout, same arithmetic)
+        src, pos = (srcs[0], poss[0]) if len(srcs) == 1 else (torch.cat(list(srcs), dim=1), torch.cat(list(poss), dim=1))
+        attn_bias = padding_bias(torch.cat([m.flatten(1) for m in masks], dim=1))
+        memory = self.encoder(src, pos, attn_bias, level_sizes=[m.shape[-2] * m.shape[-1] for m in masks])
+        ref_stride = strides[self.reference_level]
+        grids = [feature_grid(*m.shape[-2:], device=src.device).scaled(s / ref_stride) for m, s in zip(masks, strides)]
+        return self.decoder.decode_queries(memory, pos, query_pos, attn_bias, grids, image_wh, ref_stride, need_weights)

@@ -7,6 +7,11 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
 
+# Tools and train_net.py that tests run in subprocesses import the packages of the checkout under test, not
+# another installed copy of the project.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
 
 def make_instances(boxes, classes, image_size):
     """detectron2 Instances with gt_boxes (xyxy pixels) and gt_classes."""
@@ -16,6 +21,15 @@ def make_instances(boxes, classes, image_size):
     inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
     return inst
+
+
+def padded_mask(valid_hw, size_hw):
+    """(B, H, W) bool padding mask for images of the given valid (h, w) cell extents."""
+    height, width = size_hw
+    mask = torch.ones(len(valid_hw), height, width, dtype=torch.bool)
+    for b, (h, w) in enumerate(valid_hw):
+        mask[b, :h, :w] = False
+    return mask
 
 
 def random_image(h, w, seed=0):

@@ -15,7 +15,6 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 #: config → (params in M, GFLOPs) as reported by the papers (../shared/specs; None where not reported).
 PAPER = {
@@ -33,7 +32,7 @@ def analyze(config: str, height: int, width: int) -> dict:
     import torch
     from detectron2.config import LazyConfig, instantiate
 
-    from tools.benchmark_speed import count_gflops
+    from detr_core.benchmark import count_gflops
 
     model = instantiate(LazyConfig.load(os.path.join(ROOT, config)).model).eval()
     image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 255
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="output/benchmark/analysis.md", help="Markdown table to write")
     args = parser.parse_args(argv)
 
-    from tools.convert_official import import_variants
+    from detr_core.runtime import import_variants
 
     import_variants()
     rows = []

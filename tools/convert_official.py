@@ -8,17 +8,17 @@
         train.init_checkpoint=cond_detr_r50.pth
 
 The input is loaded with ``torch.load(weights_only=True)`` and an allow-list (argparse.Namespace), so no
-pickled code runs. Every official key must map onto the model built from ``--config-file`` (default: the
-variant's R50 COCO config) with the same shape; leftovers, missing keys and shape mismatches are reported
-and nothing is written. The class head keeps the 80 COCO rows (detectron2's contiguous ids) unless
-``--num-classes`` says otherwise. The output loads with ``DetectionCheckpointer``.
+pickled code runs. The backbone and every other official key are checked against the official layout, and
+the result must map onto the model built from ``--config-file`` (default: the variant's R50 COCO config)
+with the same shapes; leftovers, missing keys and shape mismatches are reported and nothing is written.
+The class head keeps the 80 COCO rows (detectron2's contiguous ids) unless ``--num-classes`` says
+otherwise. The output loads with ``DetectionCheckpointer``.
 """
 import argparse
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 DEFAULT_CONFIGS = {
     "detr": "configs/detr/detr_r50_500ep.py",
@@ -29,44 +29,21 @@ DEFAULT_CONFIGS = {
 }
 
 
-def import_variants() -> None:
-    """Import every variant package present so their converters register."""
-    import importlib
-
-    for name in DEFAULT_CONFIGS:
-        if name != "detr":
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as e:
-                if e.name != name:
-                    raise
-
-
 def convert(variant: str, src: str, dst: str, config_file: str = None, num_classes: int = None) -> dict:
-    """Convert ``src`` and write ``dst``; returns the converted state dict. Raises ConversionError on mismatch."""
-    import torch
+    """Convert ``src`` for the model of ``config_file`` and write ``dst``; returns the converted state dict.
+    Raises ConversionError on any mismatch (nothing is written)."""
     from detectron2.config import LazyConfig, instantiate
 
-    import detr_core  # noqa: F401
-    from detr_core.checkpoint import CONVERTERS, check_state_dict, load_official_checkpoint
+    from detr_core.convert import convert_checkpoint
+    from detr_core.runtime import import_variants
 
     import_variants()
-    if variant not in CONVERTERS:
-        raise KeyError(f"unknown variant {variant!r}; available: {sorted(CONVERTERS)}")
-    config_file = config_file or os.path.join(ROOT, DEFAULT_CONFIGS[variant])
-    cfg = LazyConfig.load(config_file)
+    if variant not in DEFAULT_CONFIGS:
+        raise KeyError(f"unknown variant {variant!r}; available: {sorted(DEFAULT_CONFIGS)}")
+    cfg = LazyConfig.load(config_file or os.path.join(ROOT, DEFAULT_CONFIGS[variant]))
     if num_classes is not None:
         cfg.model.num_classes = num_classes
-    model = instantiate(cfg.model)
-    official = load_official_checkpoint(src)
-    converted = CONVERTERS[variant](official, num_classes=cfg.model.num_classes)
-    check_state_dict(converted, model)
-    model.load_state_dict(converted, strict=True)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    tmp = dst + ".tmp"
-    torch.save({"model": converted, "__author__": f"convert_official:{variant}", "matching_heuristics": False}, tmp)
-    os.replace(tmp, dst)  # never leave a half-written output
-    return converted
+    return convert_checkpoint(variant, src, dst, instantiate(cfg.model))
 
 
 def main(argv=None) -> int:
@@ -77,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("input", help="official checkpoint (.pth)")
     parser.add_argument("output", help="converted checkpoint (.pth) for DetectionCheckpointer")
     args = parser.parse_args(argv)
-    from detr_core.checkpoint import ConversionError
+    from detr_core.convert import ConversionError
 
     try:
         converted = convert(args.variant, args.input, args.output, args.config_file, args.num_classes)

@@ -9,62 +9,20 @@
 
 Detections are drawn with detectron2's Visualizer, class names from the test dataset's metadata
 (``dataloader.test.dataset.names``), one output image per input image (same file name) or one output video.
+The model is ``detr_core.predictor.Predictor``: ``--weights`` must fit the config's model exactly (a
+checkpoint of another variant is refused with the list of keys that do not fit).
 """
 import argparse
 import glob
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from detr_core.predictor import Predictor
+
+__all__ = ["Predictor", "list_inputs", "run_video", "main"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-
-
-class Predictor:
-    """A model from a LazyConfig and weights, applying the config's test-time resize; RGB uint8 in."""
-
-    def __init__(self, config_file: str, weights: str, device: str = "auto", opts=()):
-        import torch
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.config import LazyConfig, instantiate
-        from detectron2.data import MetadataCatalog
-
-        import detr_core  # noqa: F401
-        from tools.convert_official import import_variants
-        from train_net import resolve_device
-
-        import_variants()
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"config file not found: {config_file}")
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
-        self.device = resolve_device(device)
-        self.model = instantiate(cfg.model).to(self.device).eval()
-        if weights:
-            DetectionCheckpointer(self.model).load(weights)
-        self.augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
-        self.dataset_name = cfg.dataloader.test.dataset.names
-        self.metadata = MetadataCatalog.get(self.dataset_name)
-        self.torch = torch
-
-    def __call__(self, image):
-        """image: (H, W, 3) uint8 RGB → detectron2 Instances in the image's pixel coordinates."""
-        from detectron2.data import transforms as T
-
-        height, width = image.shape[:2]
-        aug_input = T.AugInput(image)
-        T.AugmentationList(self.augmentations)(aug_input)
-        tensor = self.torch.as_tensor(aug_input.image.transpose(2, 0, 1).copy()).float()
-        with self.torch.no_grad():
-            return self.model([{"image": tensor, "height": height, "width": width}])[0]["instances"].to("cpu")
-
-    def draw(self, image, instances, score_threshold: float, scale: float = 1.0):
-        """RGB uint8 image with the detections scoring at least ``score_threshold`` drawn on it."""
-        from detectron2.utils.visualizer import Visualizer
-
-        keep = instances[instances.scores >= score_threshold]
-        return Visualizer(image, self.metadata, scale=scale).draw_instance_predictions(keep).get_image()
 
 
 def list_inputs(path: str):
@@ -93,8 +51,8 @@ def run_video(predictor, path: str, output: str, score_threshold: float) -> str:
         ok, frame = capture.read()
         if not ok:
             break
-        rgb = frame[:, :, ::-1]
-        drawn = predictor.draw(rgb, predictor(rgb), score_threshold)
+        rgb = frame[:, :, ::-1]  # OpenCV reads BGR
+        drawn = predictor.draw(rgb, predictor(frame, image_format="BGR"), score_threshold)
         if writer is None:
             writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (drawn.shape[1], drawn.shape[0]))
         writer.write(drawn[:, :, ::-1])
@@ -107,7 +65,7 @@ def run_video(predictor, path: str, output: str, score_threshold: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="a LazyConfig under configs/")
-    parser.add_argument("--weights", default="", help="checkpoint (.pth, or detectron2:// URL); empty: random init")
+    parser.add_argument("--weights", default="", help="checkpoint of the config's model (.pth or detectron2:// URL); empty: random init")
     parser.add_argument("--input", required=True, help="an image, a folder of images, or a video file")
     parser.add_argument("--output", required=True, help="folder for the drawn images / video")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")

@@ -14,9 +14,6 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,10 +31,9 @@ def main(argv=None) -> int:
     from detectron2.config import LazyConfig, instantiate
     from torch.profiler import ProfilerActivity, profile
 
+    from detr_core.benchmark import median_time, synthetic_batch
+    from detr_core.runtime import import_variants, resolve_device
     from detr_core.solver import add_grad_clipping
-    from tools.benchmark_speed import median_time, synthetic_batch
-    from tools.convert_official import import_variants
-    from train_net import resolve_device
 
     import_variants()
     if not os.path.isfile(args.config_file):

@@ -60,7 +60,7 @@ def draw_detections(config_file, weights, opts, out_path, num_images, score_thre
     from detectron2.data.detection_utils import read_image
     from PIL import Image
 
-    from tools.demo import Predictor
+    from detr_core.predictor import Predictor
 
     predictor = Predictor(config_file, weights, opts=opts)
     panels = []

@@ -1,66 +1,20 @@
-"""Data for DETR-family detectors: the embedded ``shapes`` dataset, DETR augmentation and mapper."""
+"""Data for DETR-family detectors: the embedded ``shapes`` dataset, DETR augmentation and mapper, and a
+training sampler that resumes its stream."""
+from . import samplers, shapes, transforms
+from .samplers import ResumableTrainingSampler
 
 from .shapes import (
-    SHAPES_CLASSES,
-    SHAPES_DEFAULT_SPLITS,
-    ensure_shapes,
-    ensure_shapes_split,
-    generate_shapes,
-    register_shapes,
-    register_shapes_variant,
-    render_scene,
-    render_shape,
+    SHAPES_CLASSES, SHAPES_DEFAULT_SPLITS, ensure_shapes, ensure_shapes_split, generate_shapes,
+    register_shapes, register_shapes_variant, render_scene, render_shape,
 )
 from .transforms import (
-    COCO_CROP_RESIZE_SIZES,
-    COCO_CROP_SIZE_RANGE,
-    COCO_MAX_SIZE,
-    COCO_MIN_SIZES,
-    COCO_TEST_SIZE,
-    SHAPES_CROP_RESIZE_SIZES,
-    SHAPES_CROP_SIZE_RANGE,
-    SHAPES_MAX_SIZE,
-    SHAPES_MIN_SIZES,
-    SHAPES_TEST_SIZE,
-    DETRDatasetMapper,
-    RandomSelect,
-    build_detr_train_augmentation,
-    detection_dataset_dicts,
-    coco_test_augmentation,
-    coco_train_augmentation,
-    shapes_test_augmentation,
-    shapes_train_augmentation,
+    COCO_CROP_RESIZE_SIZES, COCO_CROP_SIZE_RANGE, COCO_MAX_SIZE, COCO_MIN_SIZES, COCO_TEST_SIZE,
+    SHAPES_CROP_RESIZE_SIZES, SHAPES_CROP_SIZE_RANGE, SHAPES_MAX_SIZE, SHAPES_MIN_SIZES, SHAPES_TEST_SIZE,
+    DETRDatasetMapper, RandomSelect, build_detr_train_augmentation, detection_dataset_dicts,
+    coco_test_augmentation, coco_train_augmentation, shapes_test_augmentation, shapes_train_augmentation,
 )
 
-__all__ = [
-    "COCO_CROP_RESIZE_SIZES",
-    "COCO_CROP_SIZE_RANGE",
-    "COCO_MAX_SIZE",
-    "COCO_MIN_SIZES",
-    "COCO_TEST_SIZE",
-    "SHAPES_CLASSES",
-    "SHAPES_CROP_RESIZE_SIZES",
-    "SHAPES_CROP_SIZE_RANGE",
-    "SHAPES_DEFAULT_SPLITS",
-    "SHAPES_MAX_SIZE",
-    "SHAPES_MIN_SIZES",
-    "SHAPES_TEST_SIZE",
-    "DETRDatasetMapper",
-    "RandomSelect",
-    "build_detr_train_augmentation",
-    "detection_dataset_dicts",
-    "coco_test_augmentation",
-    "coco_train_augmentation",
-    "ensure_shapes",
-    "ensure_shapes_split",
-    "generate_shapes",
-    "register_shapes",
-    "register_shapes_variant",
-    "render_scene",
-    "render_shape",
-    "shapes_test_augmentation",
-    "shapes_train_augmentation",
-]
+__all__ = [*shapes.__all__, *transforms.__all__, *samplers.__all__]
 
 # Like detectron2's builtin datasets: importing the package registers shapes_train / shapes_val (lazily:
 # the images are generated on first use under $DETECTRON2_DATASETS, default ./datasets).

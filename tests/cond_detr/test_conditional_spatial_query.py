@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from cond_detr import ConditionalDecoder, ConditionalDecoderLayer, ConditionalDETR
-from detr_core import inverse_sigmoid, padding_bias, sine_embedding
-from tests.cond_detr.tiny import tiny_cond_detr
+from cond_detr import ConditionalDecoder
+from detr_core import ConditionalDecoderLayer, inverse_sigmoid, padding_bias, sine_embedding
+from tests.variants import tiny
 
 D, HEADS = 64, 2  # head dim 32 as in the R50 model → q/k head dim 64, logit scale 1/8
 
@@ -56,7 +56,8 @@ def test_cross_attention_is_per_head_concat_with_scale_one_eighth():
     tgt, memory, pos, query_pos, sine = inputs()
     mask = torch.tensor([[False, False, False, True, True]])  # two padded keys
     with torch.no_grad():
-        _, weights = layer(tgt, memory, pos, query_pos, sine, padding_bias(mask), need_weights=True)
+        _, maps = layer(tgt, query_pos, memory, pos, sine, padding_bias(mask), need_weights=True)
+    weights = maps["cross_attn"]
     q, k, v, bias = attn_in[0]
     c_q = normed[0]
     assert q.shape == (1, 3, 2 * D) and k.shape == (1, 5, 2 * D) and v.shape == (1, 5, D)
@@ -103,7 +104,7 @@ def test_first_layer_adds_query_and_key_positions_later_layers_do_not():
         attn_in = capture_inputs(layer.cross_attn)
         normed = capture_outputs(layer.norm1)
         with torch.no_grad():
-            layer(tgt, memory, pos, query_pos, sine, None)
+            layer(tgt, query_pos, memory, pos, sine, None)
         q, k, _, _ = attn_in[0]
         # content halves of head 0 and 1 (channels [0:32] and [64:96] of the 128-wide q / k)
         content = lambda x: torch.cat((x[..., 0:32], x[..., 64:96]), -1)  # noqa: E731
@@ -152,7 +153,8 @@ def test_decoder_spatial_query_lambda_from_raw_previous_output():
     scale_in = capture_inputs(decoder.query_scale)
     tgt, memory, pos, query_pos, _ = inputs(seed=3)
     with torch.no_grad():
-        hs, reference, _ = decoder(torch.zeros_like(tgt), memory, pos, query_pos, None)
+        out = decoder(torch.zeros_like(tgt), memory, pos, query_pos, None)
+        hs, reference = out.hs, out.references[0]
         expected_ref = decoder.ref_point_head(query_pos).sigmoid()
         sine = sine_embedding(expected_ref, num_feats=D // 2)
         torch.testing.assert_close(reference, expected_ref)
@@ -163,7 +165,7 @@ def test_decoder_spatial_query_lambda_from_raw_previous_output():
             torch.testing.assert_close(scale_in[lvl - 1][0], raw_prev)  # raw, not decoder.norm(raw)
             assert not torch.allclose(raw_prev, decoder.norm(raw_prev))
             torch.testing.assert_close(layer_in[lvl][0][4], sine * decoder.query_scale(raw_prev))
-            torch.testing.assert_close(layer_in[lvl][0][3], query_pos)  # o_q is every layer's query_pos
+            torch.testing.assert_close(layer_in[lvl][0][1], query_pos)  # o_q is every layer's query_pos
         # hs = decoder.norm of every layer's raw output
         for lvl in range(3):
             torch.testing.assert_close(hs[lvl], decoder.norm(layer_out[lvl][0][0]))
@@ -171,32 +173,34 @@ def test_decoder_spatial_query_lambda_from_raw_previous_output():
 
 def test_boxes_offset_the_fixed_reference_in_logit_space_with_eps_1e5():
     """box = sigmoid(bbox_embed(hs) + [inverse_sigmoid(s, 1e-5), 0, 0]); zero-init last layer → box = (s, .5, .5)."""
-    model = tiny_cond_detr().eval()
+    model = tiny("cond_detr").eval()
     with torch.no_grad():
         # Saturate the reference points: s = sigmoid(-40) ≈ 4e-18, clamped at eps = 1e-5 in logit space.
         model.transformer.decoder.ref_point_head.layers[-1].bias.fill_(-40.0)
         images = model.preprocess_image([{"image": torch.rand(3, 64, 64) * 255}])
         out = model.forward_images(images, need_weights=True)
-    assert out["reference"].shape == (1, 7, 2)
+    reference = out["decoder"].references
+    assert reference.shape == (3, 1, 30, 2) and torch.equal(reference[0], reference[2])  # fixed: one per query
     boxes = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]] + [out["pred_boxes"]])
     assert torch.all(boxes[..., 2:] == 0.5)
-    expected_xy = torch.sigmoid(inverse_sigmoid(out["reference"], 1e-5)).expand_as(boxes[..., :2])
+    expected_xy = torch.sigmoid(inverse_sigmoid(reference, 1e-5))
     torch.testing.assert_close(boxes[..., :2], expected_xy)
     assert boxes[..., :2].max().item() == pytest.approx(1e-5, rel=1e-3)  # eps 1e-3 (DAB's) would give 1e-3
 
 
-def test_need_weights_returns_maps_per_layer():
-    model = tiny_cond_detr().eval()
-    with torch.no_grad():
-        images = model.preprocess_image([{"image": torch.rand(3, 64, 80) * 255}, {"image": torch.rand(3, 48, 48) * 255}])
-        out = model.forward_images(images, need_weights=True)
-        plain = model.forward_images(images)
-    assert len(out["cross_attn"]) == 2 and len(out["spatial_attn"]) == 2
-    h, w = out["mask"].shape[-2:]
-    for maps in out["cross_attn"] + out["spatial_attn"]:
-        assert maps.shape == (2, 4, 7, h * w)
-        torch.testing.assert_close(maps.sum(-1), torch.ones(2, 4, 7))
-        assert torch.all(maps[1][:, :, out["mask"][1].flatten()] == 0)  # padded cells get no attention
-    torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])  # the explicit path = the SDPA path
-    torch.testing.assert_close(out["pred_logits"], plain["pred_logits"])
-    assert "cross_attn" not in plain and isinstance(model, ConditionalDETR)
+def test_initialisation_follows_the_official_code():
+    """Xavier-uniform on every matrix of the transformer (spatial-query heads included), PyTorch's defaults
+    for the heads and queries outside it (the zero box layer and the class prior are the contract's)."""
+    model = tiny("cond_detr")
+    d = model.transformer.d_model
+    # Xavier-uniform: bound sqrt(6 / (fan_in + fan_out)), reached closely.
+    w = model.transformer.decoder.layers[1].ca_qpos_sine_proj.weight
+    bound = math.sqrt(6 / (2 * d))
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    w = model.transformer.decoder.ref_point_head.layers[1].weight  # (2, d)
+    assert w.abs().max() <= math.sqrt(6 / (d + 2)) and w.abs().max() > 0.7 * math.sqrt(6 / (d + 2))
+    # Default PyTorch init outside the transformer: Linear U(±1/sqrt(fan_in)), Embedding N(0, 1).
+    assert model.class_embed.weight.abs().max() <= 1 / math.sqrt(d)
+    assert model.bbox_embed.layers[0].weight.abs().max() <= 1 / math.sqrt(d)
+    assert 0.8 < model.query_embed.weight.std().item() < 1.2
+    assert model.transformer.decoder.layers[0].cross_attn.out_proj.bias.abs().sum() == 0

@@ -9,7 +9,7 @@ import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
 from detr_core import build_resnet
-from detr_core.checkpoint import convert_backbone_key
+from detr_core.convert import convert_backbone_key
 
 
 def torchvision_dc5_r50():

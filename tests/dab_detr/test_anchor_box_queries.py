@@ -4,10 +4,9 @@ import math
 import torch
 from torch import nn
 
-from cond_detr import ConditionalDecoderLayer
 from dab_detr import AnchorBoxDecoder, init_anchor_embedding, modulate_hw, tile_patterns
-from detr_core import MLP, inverse_sigmoid, sine_embedding
-from tests.dab_detr.tiny import tiny_dab_detr
+from detr_core import MLP, ConditionalDecoderLayer, inverse_sigmoid, sine_embedding
+from tests.variants import key_bias_names, tiny, zero_box_hidden
 
 D, HEADS = 32, 4
 
@@ -60,13 +59,14 @@ def test_decoder_step_by_step():
         layer.register_forward_hook(lambda m, args, out: layer_out.append(out[0]))
     tgt, memory, pos, anchors_logit = decoder_inputs()
     with torch.no_grad():
-        hs, references, _ = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+        out = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+        hs, references = out.hs, out.references
         assert hs.shape == (3, 2, 5, D) and references.shape == (3, 2, 5, 4)
         anchor = anchors_logit.sigmoid()
         prev = tgt
         for lvl in range(3):
             torch.testing.assert_close(references[lvl], anchor)
-            _, _, _, query_pos, spatial, _, _ = layer_in[lvl]
+            _, query_pos, _, _, spatial, _ = layer_in[lvl]
             sine = sine_embedding(anchor, num_feats=D // 2)  # (y, x, w, h)
             torch.testing.assert_close(query_pos, decoder.ref_point_head(sine))
             lam = 1.0 if lvl == 0 else decoder.query_scale(prev)
@@ -92,7 +92,8 @@ def test_anchor_update_is_detached_between_layers():
     tgt, memory, pos, anchors_logit = decoder_inputs()
     anchors_logit = anchors_logit.clone().requires_grad_(True)
 
-    hs, references, _ = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+    out = decoder(tgt, memory, pos, anchors_logit, None, bbox_embed)
+    hs, references = out.hs, out.references
     hs[1:].sum().backward(retain_graph=True)
     assert all(p.grad is None for p in bbox_embed.parameters())
     assert anchors_logit.grad is not None and anchors_logit.grad.abs().sum() > 0  # A_0 is not detached
@@ -105,14 +106,14 @@ def test_anchor_update_is_detached_between_layers():
 
 
 def test_box_predictions_use_normed_output_and_non_detached_anchors_with_eps_1e3():
-    model = tiny_dab_detr().eval()
+    model = tiny("dab_detr").eval()
     with torch.no_grad():
         images = model.preprocess_image([{"image": torch.rand(3, 64, 64) * 255}])
         out = model.forward_images(images, need_weights=True)
     # zero-initialised last box layer: every level predicts its input anchor exactly
     levels = torch.stack([a["pred_boxes"] for a in out["aux_outputs"]] + [out["pred_boxes"]])
-    torch.testing.assert_close(levels, out["anchors"])
-    torch.testing.assert_close(out["anchors"][0, 0], model.refpoint_embed.weight.sigmoid())
+    torch.testing.assert_close(levels, out["decoder"].references)
+    torch.testing.assert_close(out["decoder"].references[0, 0], model.refpoint_embed.weight.sigmoid())
     with torch.no_grad():
         model.refpoint_embed.weight.fill_(-40.0)  # saturated anchors: inverse_sigmoid clamps at eps = 1e-3
         out = model.forward_images(images)
@@ -122,7 +123,7 @@ def test_box_predictions_use_normed_output_and_non_detached_anchors_with_eps_1e3
 
 
 def test_encoder_scales_pos_by_query_scale_of_its_input_in_every_layer():
-    model = tiny_dab_detr().eval()
+    model = tiny("dab_detr").eval()
     encoder = model.transformer.encoder
     seen = []
     for layer in encoder.layers:
@@ -132,14 +133,14 @@ def test_encoder_scales_pos_by_query_scale_of_its_input_in_every_layer():
         ((feature, mask),) = model.backbone_features(images)
         pos = model.position_encoding(mask).flatten(2).transpose(1, 2)
         model.forward_images(images)
-        assert len(seen) == 2
+        assert len(seen) == len(encoder.layers)
         for src, layer_pos, _ in seen:
             torch.testing.assert_close(layer_pos, pos * encoder.query_scale(src))
     assert model.position_encoding.temperature == 20
 
 
 def test_prelu_and_no_dropout():
-    model = tiny_dab_detr()
+    model = tiny("dab_detr")
     layers = list(model.transformer.encoder.layers) + list(model.transformer.decoder.layers)
     assert all(isinstance(layer.activation, nn.PReLU) for layer in layers)
     assert all(layer.activation.weight.item() == 0.25 for layer in layers)
@@ -148,14 +149,14 @@ def test_prelu_and_no_dropout():
 
 
 def test_pattern_queries_share_anchors():
-    model = tiny_dab_detr(num_patterns=2).eval()
+    model = tiny("dab_detr", {"transformer.num_patterns": 2}).eval()
     with torch.no_grad():
         images = model.preprocess_image([{"image": torch.rand(3, 64, 64) * 255}])
         out = model.forward_images(images, need_weights=True)
-    assert out["pred_logits"].shape == (1, 14, 4)
-    anchors = out["anchors"][0, 0]  # layer-0 anchors (14, 4)
-    torch.testing.assert_close(anchors[:7], anchors[7:])
-    assert not torch.allclose(out["pred_logits"][0, :7], out["pred_logits"][0, 7:])
+    assert out["pred_logits"].shape == (1, 60, 6)
+    anchors = out["decoder"].references[0, 0]  # layer-0 anchors (60, 4)
+    torch.testing.assert_close(anchors[:30], anchors[30:])
+    assert not torch.allclose(out["pred_logits"][0, :30], out["pred_logits"][0, 30:])
 
 
 def test_random_refpoints_xy_initialisation():
@@ -170,17 +171,31 @@ def test_random_refpoints_xy_initialisation():
     assert emb.weight[:, :2].min() >= clamped
 
 
-def test_need_weights_maps_per_layer():
-    model = tiny_dab_detr().eval()
-    with torch.no_grad():
-        images = model.preprocess_image([{"image": torch.rand(3, 64, 80) * 255}, {"image": torch.rand(3, 48, 48) * 255}])
-        out = model.forward_images(images, need_weights=True)
-        plain = model.forward_images(images)
-    h, w = out["mask"].shape[-2:]
-    assert len(out["cross_attn"]) == 2 and len(out["spatial_attn"]) == 2 and out["anchors"].shape == (2, 2, 7, 4)
-    for maps in out["cross_attn"] + out["spatial_attn"]:
-        assert maps.shape == (2, 4, 7, h * w)
-        torch.testing.assert_close(maps.sum(-1), torch.ones(2, 4, 7))
-        assert torch.all(maps[1][:, :, out["mask"][1].flatten()] == 0)
-    torch.testing.assert_close(out["pred_boxes"], plain["pred_boxes"])
-    torch.testing.assert_close(out["pred_logits"], plain["pred_logits"])
+def test_pattern_queries_train_and_one_positional_key_weight_cannot(two_image_batch):
+    """With patterns the content queries are the pattern embeddings and layer 0's self-attention trains, except
+    one weight: queries q + p·Q (p = 0..P-1) share anchor q, so their self-attention keys are k_q + c_p with
+    c_p = Wkc·pattern_p. The attention mass on pattern p's keys is softmax_p(q_i · c_p) whatever the k_q
+    are, and the values only depend on the pattern (v = Wv·pattern_p + b), so with dropout 0 the output
+    ignores the positional key part Wkp·query_pos: an exact zero, upstream too."""
+    from tests.test_variants import params_without_gradient
+
+    model = tiny("dab_detr", {"transformer.num_patterns": 2}).train()
+    sum(model(two_image_batch).values()).backward()
+    expected = key_bias_names(model) | zero_box_hidden(model) | {"transformer.decoder.layers.0.self_attn.kpos_proj.weight"}
+    assert params_without_gradient(model) == expected
+    assert model.transformer.patterns.weight.grad.abs().sum() > 0 and model.refpoint_embed.weight.grad.abs().sum() > 0
+
+
+def test_initialisation_follows_the_official_code():
+    """Xavier-uniform on the transformer's matrices; the pattern embedding (created after that pass) and the
+    anchors keep PyTorch's N(0, 1), the class head its default Linear init."""
+    model = tiny("dab_detr", {"transformer.num_patterns": 3})
+    d = model.transformer.d_model
+    bound = math.sqrt(6 / (2 * d))
+    for w in (model.transformer.encoder.query_scale.layers[0].weight, model.transformer.decoder.ref_anchor_head.layers[0].weight):
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound  # Xavier-uniform
+    w = model.transformer.decoder.ref_point_head.layers[0].weight  # (d, 2d)
+    assert w.abs().max() <= math.sqrt(6 / (3 * d)) and w.abs().max() > 0.9 * math.sqrt(6 / (3 * d))
+    assert 0.8 < model.transformer.patterns.weight.std().item() < 1.25  # N(0, 1), not Xavier
+    assert 0.7 < model.refpoint_embed.weight.std().item() < 1.3
+    assert model.class_embed.weight.abs().max() <= 1 / math.sqrt(d)

@@ -6,7 +6,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from dab_detr import convert_dab_detr
-from detr_core.checkpoint import CONVERTERS, ConversionError, coco_class_rows
+from detr_core.convert import CONVERTERS, ConversionError, coco_class_rows
 from tests.cond_detr.official_layout import dab_detr_layout, synthetic_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -91,23 +91,6 @@ def test_duplicated_box_head_must_match(official):
     state = dict(official)
     state["transformer.decoder.bbox_embed.layers.1.bias"] = state["bbox_embed.layers.1.bias"] + 1
     with pytest.raises(ConversionError, match=r"transformer\.decoder\.bbox_embed\.layers\.1\.bias"):
-        convert_dab_detr(state)
-
-
-@pytest.mark.parametrize("extra", ["transformer.decoder.layers.2.ca_qpos_proj.bias", "query_embed.weight", "transformer.enc_out.weight"])
-def test_leftover_key_is_named(official, extra):
-    state = dict(official)
-    state[extra] = torch.zeros(3)
-    with pytest.raises(ConversionError, match=extra.replace(".", r"\.")):
-        convert_dab_detr(state)
-
-
-@pytest.mark.parametrize(
-    "missing", ["transformer.decoder.bbox_embed.layers.0.weight", "transformer.encoder.query_scale.layers.0.bias", "transformer.decoder.layers.5.activation.weight"]
-)
-def test_missing_key_is_an_error(official, missing):
-    state = {k: v for k, v in official.items() if k != missing}
-    with pytest.raises(ConversionError, match="missing"):
         convert_dab_detr(state)
 
 

@@ -16,10 +16,9 @@ from PIL import Image
 
 import train_net
 from detr_core.data import DETRDatasetMapper, detection_dataset_dicts
-from detr_core.engine import AtomicCheckpointer, CheckpointMismatchError
-from tests.cond_detr.tiny import tiny_cond_detr
+from detr_core.checkpointer import AtomicCheckpointer, CheckpointMismatchError
 from tests.conftest import two_image_batch  # noqa: F401  (fixture)
-from tests.dab_detr.tiny import tiny_dab_detr
+from tests.variants import tiny
 
 
 def record(path, height=40, width=50):
@@ -128,10 +127,10 @@ def test_num_classes_smaller_than_the_dataset_is_named():
 
 
 def test_checkpoint_of_another_variant_is_refused_with_a_report(tmp_path):
-    torch.save({"model": tiny_cond_detr().state_dict()}, tmp_path / "cond.pth")
-    dab = tiny_dab_detr()
+    torch.save({"model": tiny("cond_detr").state_dict()}, tmp_path / "cond.pth")
+    dab = tiny("dab_detr")
     before = {k: v.clone() for k, v in dab.state_dict().items()}
-    with pytest.raises(CheckpointMismatchError, match=r"(?s)cond.pth does not fit DABDETR.*unexpected key query_embed.*shape \(32, 32\) in the file, \(32, 64\) in the model"):
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)cond.pth does not fit DABDETR.*unexpected key query_embed.*shape \(128, 128\) in the file, \(128, 256\) in the model"):
         AtomicCheckpointer(dab).load(str(tmp_path / "cond.pth"))
     checkpointer = AtomicCheckpointer(dab)
     checkpointer.allow_mismatch = True  # train.allow_checkpoint_mismatch=True: load what fits
@@ -141,7 +140,7 @@ def test_checkpoint_of_another_variant_is_refused_with_a_report(tmp_path):
 
 
 def test_eval_only_refuses_a_checkpoint_with_missing_keys(tmp_path):
-    model = tiny_cond_detr()
+    model = tiny("cond_detr")
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("class_embed")}
     torch.save({"model": state}, tmp_path / "partial.pth")
     checkpointer = AtomicCheckpointer(model)
@@ -151,7 +150,7 @@ def test_eval_only_refuses_a_checkpoint_with_missing_keys(tmp_path):
 
 
 def test_truncated_checkpoint_is_named(tmp_path):
-    model = tiny_cond_detr()
+    model = tiny("cond_detr")
     torch.save({"model": model.state_dict()}, tmp_path / "full.pth")
     data = (tmp_path / "full.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 3])
@@ -159,8 +158,8 @@ def test_truncated_checkpoint_is_named(tmp_path):
         AtomicCheckpointer(model).load(str(tmp_path / "cut.pth"))
 
 
-@pytest.mark.parametrize("builder", [tiny_cond_detr, tiny_dab_detr], ids=["focal", "focal_dab"])
-def test_bf16_autocast_training_on_cpu_keeps_matching_and_losses_in_float32(builder, two_image_batch, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("variant", ["cond_detr", "dab_detr"])
+def test_bf16_autocast_training_on_cpu_keeps_matching_and_losses_in_float32(variant, two_image_batch, monkeypatch):  # noqa: F811
     import detr_core.criterion as criterion_module
     import detr_core.matcher as matcher_module
 
@@ -178,7 +177,7 @@ def test_bf16_autocast_training_on_cpu_keeps_matching_and_losses_in_float32(buil
 
     spy(matcher_module, "generalized_box_iou")
     spy(criterion_module, "generalized_box_iou_loss")
-    model = builder().train()
+    model = tiny(variant).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(two_image_batch)
     assert {name for name, *_ in seen} == {"detr_core.matcher", "detr_core.criterion"}

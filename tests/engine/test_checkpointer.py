@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from detr_core.engine import AtomicCheckpointer
+from detr_core.checkpointer import AtomicCheckpointer
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from detr_core.engine import launch
+from detr_core.launch import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

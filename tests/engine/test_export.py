@@ -1,13 +1,9 @@
-"""tools/export.py: torch.export and ONNX (onnxruntime) outputs equal PyTorch's within 1e-4."""
+"""detr_core.export and tools/export.py: torch.export and ONNX (onnxruntime) outputs equal PyTorch's within 1e-4."""
 import pytest
 import torch
 
-from tests.cond_detr.tiny import tiny_cond_detr
-from tests.core.test_detr_model import tiny_detr
-from tests.dab_detr.tiny import tiny_dab_detr
-from tests.sam_detr.tiny import tiny_sam_detr
-from tests.smca_detr.common import tiny_smca, tiny_smca_ms
-from tools import export
+from detr_core import export
+from tests.variants import small
 
 IMAGES = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255
 
@@ -24,27 +20,23 @@ def check(model, tmp_path, formats):
     return results
 
 
-@pytest.mark.parametrize("builder", [tiny_detr, tiny_sam_detr], ids=["detr", "sam_detr"])
-def test_torch_export_and_onnx_match_pytorch(builder, tmp_path):
+@pytest.mark.parametrize("variant", ["detr", "sam_detr"])
+def test_torch_export_and_onnx_match_pytorch(variant, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX check needs the export extra (part of the test extra)")
-    check(builder(), tmp_path, ("torch", "onnx"))
+    check(small(variant), tmp_path, ("torch", "onnx"))
     assert (tmp_path / "model.onnx").stat().st_size > 10_000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "builder",
-    [tiny_cond_detr, tiny_dab_detr, lambda: tiny_sam_detr(smca=True)],
-    ids=["cond_detr", "dab_detr", "sam_detr_smca"],
-)
-def test_other_variants_export_to_both(builder, tmp_path):
+@pytest.mark.parametrize("variant", ["cond_detr", "dab_detr", "sam_detr_smca"])
+def test_other_variants_export_to_both(variant, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX check needs the export extra (part of the test extra)")
-    check(builder(), tmp_path, ("torch", "onnx"))
+    check(small(variant), tmp_path, ("torch", "onnx"))
 
 
-@pytest.mark.parametrize("builder", [tiny_smca, tiny_smca_ms], ids=["smca", "smca_ms"])
-def test_smca_exports_with_torch_export_and_names_the_onnx_limit(builder, tmp_path):
-    model = builder()
+@pytest.mark.parametrize("variant", ["smca_detr", "smca_detr_ms"])
+def test_smca_exports_with_torch_export_and_names_the_onnx_limit(variant, tmp_path):
+    model = small(variant)
     check(model, tmp_path, ("torch",))
     with pytest.raises(export.ExportError, match="SMCA-DETR cannot be exported to ONNX.*--format torch"):
         export.export(model, IMAGES, str(tmp_path / "m"), ("onnx",))
@@ -52,13 +44,15 @@ def test_smca_exports_with_torch_export_and_names_the_onnx_limit(builder, tmp_pa
 
 
 def test_a_difference_above_the_tolerance_fails(tmp_path, monkeypatch):
-    model = tiny_detr().eval()
+    model = small("detr").eval()
     monkeypatch.setattr(export, "max_difference", lambda expected, actual: 1.0)
     with pytest.raises(export.ExportError, match="differs from PyTorch by 1 > tolerance 0.0001"):
         export.export(model, IMAGES, str(tmp_path / "m"), ("torch",))
 
 
 def test_command_line(tmp_path, capsys):
-    export.main(["--config-file", "configs/detr/detr_shapes.py", "--output", str(tmp_path / "detr"),
+    from tools import export as export_tool
+
+    export_tool.main(["--config-file", "configs/detr/detr_shapes.py", "--output", str(tmp_path / "detr"),
                  "--height", "64", "--width", "64", "--format", "torch"])
     assert "max |difference| vs PyTorch" in capsys.readouterr().out and (tmp_path / "detr.pt2").exists()

@@ -1,38 +1,24 @@
-"""tools/visualize_attention.py: one PNG per variant; the boxes it draws are the model's, in image pixels."""
+"""detr_core.visualize and tools/visualize_attention.py: one PNG per variant; the boxes it draws are the
+model's, in image pixels."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision.ops import box_convert, clip_boxes_to_image
 
-from tests.cond_detr.tiny import tiny_cond_detr
+from detr_core import visualize as vis
 from tests.conftest import random_image
-from tests.core.test_detr_model import tiny_detr
-from tests.dab_detr.tiny import tiny_dab_detr
-from tests.sam_detr.tiny import tiny_sam_detr
-from tests.smca_detr.common import tiny_smca, tiny_smca_ms
+from tests.variants import VARIANTS, tiny
 from tools import visualize_attention
 
 HEIGHT, WIDTH, QUERIES = 64, 96, 2
 
-VARIANTS = {
-    "detr": tiny_detr,
-    "cond_detr": tiny_cond_detr,
-    "dab_detr": tiny_dab_detr,
-    "smca_detr": tiny_smca,
-    "smca_detr_ms": tiny_smca_ms,
-    "sam_detr": tiny_sam_detr,
-    "sam_detr_smca": lambda: tiny_sam_detr(smca=True),
-}
-
-
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", [v.name for v in VARIANTS])
 def test_one_png_per_variant_with_boxes_inside_the_image(variant, tmp_path):
-    torch.manual_seed(0)
-    model = VARIANTS[variant]().eval()
+    model = tiny(variant).eval()
     image = random_image(HEIGHT, WIDTH).permute(1, 2, 0).numpy().astype(np.uint8)
     output = tmp_path / f"{variant}.png"
-    drawn = visualize_attention.visualize(model, image, str(output), QUERIES)
+    drawn = vis.visualize(model, image, str(output), QUERIES)
 
     assert Image.open(output).format == "PNG" and output.stat().st_size > 2000
     assert drawn.shape[-1] == 4 and len(drawn) >= QUERIES
@@ -40,8 +26,8 @@ def test_one_png_per_variant_with_boxes_inside_the_image(variant, tmp_path):
     assert (drawn[:, 1::2] >= 0).all() and (drawn[:, 1::2] <= HEIGHT).all()
     assert (drawn[:, 2:] >= drawn[:, :2]).all()
     # The first rows are the final boxes of the best queries, scaled by the image (not the padded) size.
-    out = visualize_attention.model_outputs(model, image)
-    queries, _, _ = visualize_attention.best_queries(model, out["pred_logits"][0], QUERIES)
+    out = vis.decoder_outputs(model, image)
+    queries, _, _ = vis.best_queries(model, out["pred_logits"][0], QUERIES)
     scale = torch.tensor([WIDTH, HEIGHT, WIDTH, HEIGHT])
     expected = box_convert(out["pred_boxes"][0, queries] * scale, "cxcywh", "xyxy")
     torch.testing.assert_close(drawn[:QUERIES], clip_boxes_to_image(expected, (HEIGHT, WIDTH)), atol=1e-3, rtol=1e-4)
@@ -49,12 +35,12 @@ def test_one_png_per_variant_with_boxes_inside_the_image(variant, tmp_path):
 
 def test_intermediate_boxes_are_drawn_for_dab_and_sam(tmp_path):
     image = random_image(HEIGHT, WIDTH).permute(1, 2, 0).numpy().astype(np.uint8)
-    dab = tiny_dab_detr().eval()
+    dab = tiny("dab_detr").eval()
     layers = len(dab.transformer.decoder.layers)
-    drawn = visualize_attention.visualize(dab, image, str(tmp_path / "dab.png"), QUERIES)
+    drawn = vis.visualize(dab, image, str(tmp_path / "dab.png"), QUERIES)
     assert len(drawn) == QUERIES * (1 + layers)  # final boxes + one anchor per layer and query
-    sam = tiny_sam_detr().eval()
-    drawn = visualize_attention.visualize(sam, image, str(tmp_path / "sam.png"), QUERIES)
+    sam = tiny("sam_detr").eval()
+    drawn = vis.visualize(sam, image, str(tmp_path / "sam.png"), QUERIES)
     assert len(drawn) == QUERIES * (1 + len(sam.transformer.decoder.layers))  # final + reference boxes
 
 
@@ -63,7 +49,7 @@ def test_unsupported_model_is_named(tmp_path):
         pass
 
     with pytest.raises(ValueError, match="Other has no attention figure"):
-        visualize_attention.visualize(Other(), np.zeros((8, 8, 3), np.uint8), str(tmp_path / "x.png"))
+        vis.visualize(Other(), np.zeros((8, 8, 3), np.uint8), str(tmp_path / "x.png"))
 
 
 def test_command_line_on_an_image_file(tmp_path):

@@ -9,7 +9,8 @@ from detr_core.attention import multi_head_attention
 from detr_core.position_encoding import PositionEmbeddingSine
 from sam_detr import SAMDecoderLayer, SharedKeyAttention, valid_ratios
 
-from .tiny import padded_mask, tiny_sam_detr
+from tests.conftest import padded_mask
+from tests.variants import tiny
 
 
 def test_shared_key_attention_equals_attention_with_the_key_repeated_per_head():
@@ -109,9 +110,7 @@ def test_key_position_encoding_reproduces_upstream_float32_arithmetic():
 
 
 def _decoder_out(model, images, **kw):
-    ((feature, mask),) = model.backbone_features(images)
-    pos = model.position_encoding(mask).flatten(2).transpose(1, 2)
-    src = model.input_proj(feature).flatten(2).transpose(1, 2)
+    src, pos, mask = model.single_level_inputs(images)
     return model.transformer(src, pos, mask, model.query_embed.weight, model.bbox_embed, **kw)
 
 
@@ -123,12 +122,12 @@ def _images(model):
 
 @pytest.mark.parametrize("smca", [False, True])
 def test_reference_boxes_layer0_keeps_gradient_later_layers_detached(smca):
-    model = tiny_sam_detr(smca=smca, transformer=None).train()
+    model = tiny("sam_detr_smca" if smca else "sam_detr").train()
     with torch.no_grad():  # zero-initialised last layers would block every gradient into the decoder outputs
         for head in model.bbox_embed:
             torch.nn.init.normal_(head.layers[-1].weight, std=0.1)
     out = _decoder_out(model, _images(model))
-    refs = out["references"]
+    refs = out.references
     # layer 0: σ(query_embed), in the graph
     torch.testing.assert_close(refs[0], model.query_embed.weight.sigmoid().expand(2, -1, -1))
     assert refs[0].requires_grad
@@ -149,14 +148,14 @@ def test_reference_boxes_layer0_keeps_gradient_later_layers_detached(smca):
 def test_reference_boxes_accumulate_raw_logits():
     """r_ℓ = query_embed + Σ_{k<ℓ} bbox_embed[k](out_k), σ(r_ℓ) — not σ(inverse_sigmoid(prediction)), which
     would clamp at 1e-5: with a cx logit of −20 the reference keeps cx ≈ σ(−20) ≈ 2e-9."""
-    model = tiny_sam_detr().eval()
+    model = tiny("sam_detr").eval()
     with torch.no_grad():
         for head in model.bbox_embed:
             torch.nn.init.normal_(head.layers[-1].weight, std=0.1)
             torch.nn.init.normal_(head.layers[-1].bias, std=0.1)
         model.query_embed.weight[:, 0] = -20.0
         out = _decoder_out(model, _images(model))
-    hs, refs = out["hs"], out["references"]
+    hs, refs = out.hs, out.references
     logits = model.query_embed.weight.expand(2, -1, -1)
     for layer in range(1, refs.shape[0]):
         logits = logits + model.bbox_embed[layer - 1](hs[layer - 1])
@@ -164,4 +163,30 @@ def test_reference_boxes_accumulate_raw_logits():
     assert refs[1][..., 0].max() < 1e-7
     # the per-layer box deltas are bbox_embed[ℓ](hs[ℓ]) and the predictions σ(inverse_sigmoid(r_ℓ) + delta_ℓ)
     for layer in range(refs.shape[0]):
-        torch.testing.assert_close(out["box_deltas"][layer], model.bbox_embed[layer](hs[layer]))
+        torch.testing.assert_close(out.box_deltas[layer], model.bbox_embed[layer](hs[layer]))
+
+
+def test_init_follows_upstream():
+    """Unshared per-layer heads; the aligner's last point layer is Xavier-drawn after its zero init (so the
+    first salient points are not all at the box centre) with a zero bias; zero attention biases; the
+    shared-key cross-attention scales logits by d^-½; the decoder's copy of the box heads is not saved."""
+    model = tiny("sam_detr")
+    layer = model.transformer.decoder.layers[0]
+    last = layer.semantics_aligner.point2[-1]
+    assert last.weight.abs().sum() > 0 and last.bias.abs().sum() == 0
+    assert layer.cross_attn.out_proj.bias.abs().sum() == 0 and layer.self_attn.out_proj.bias.abs().sum() == 0
+    assert model.transformer.encoder.layers[0].self_attn.in_proj_bias.abs().sum() == 0
+    assert layer.cross_attn.scale == pytest.approx(model.transformer.d_model ** -0.5)  # head dim of q/k = d_model
+    assert model.class_embed[0] is not model.class_embed[1]
+    assert not any(k.startswith("transformer.decoder.bbox_embed") for k in model.state_dict())
+
+
+def test_smca_scales_learn_through_the_gaussian(two_image_batch):
+    model = tiny("sam_detr_smca").train()
+    with torch.no_grad():  # at init the zero last box layers block the gradient to layers 0-1; open that path
+        for head in model.bbox_embed:
+            torch.nn.init.normal_(head.layers[-1].weight, std=0.01)
+    sum(model(two_image_batch).values()).backward()
+    heads = model.transformer.nhead
+    scales_w = model.transformer.decoder.layers[1].semantics_aligner.point2[-1].weight.grad
+    assert scales_w[2 * heads :].abs().sum() > 0  # the rows of the SMCA scales (s_x, s_y per head) learn

@@ -8,7 +8,7 @@ import torchvision
 from detr_core.position_encoding import sine_embedding
 from sam_detr import SemanticsAligner, valid_ratios
 
-from .tiny import padded_mask
+from tests.conftest import padded_mask
 
 D, M, N = 16, 4, 5
 

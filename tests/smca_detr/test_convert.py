@@ -6,7 +6,7 @@ import torch
 import torchvision
 from detectron2.config import LazyConfig, instantiate
 
-from detr_core.checkpoint import CONVERTERS, ConversionError, check_state_dict, coco_class_rows
+from detr_core.convert import CONVERTERS, ConversionError, check_state_dict, coco_class_rows
 from smca_detr.convert import convert_smca_detr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def test_leftover_key_raises_naming_it():
 def test_missing_key_raises_naming_it():
     official = official_state_dict()
     del official["transformer.decoder.layers.3.norm4.bias"]
-    with pytest.raises(ConversionError, match=r"missing:\n  transformer\.decoder\.layers\.3\.norm4\.bias"):
+    with pytest.raises(ConversionError, match=r"missing keys \(1\):\n  transformer\.decoder\.layers\.3\.norm4\.bias"):
         convert_smca_detr(official)
 
 

@@ -4,11 +4,11 @@ import copy
 import pytest
 import torch
 
-from detr_core import PositionEmbeddingSine, build_resnet
-from smca_detr import SMCADETR, MultiScaleEncoderLayer, MultiScaleSMCATransformer, ScaleSelectionAttention
+from detr_core import build_resnet
+from smca_detr import MultiScaleEncoderLayer, ScaleSelectionAttention
 from tests.conftest import random_image
 
-from .common import MEAN, STD, TwoLevelPatchBackbone, focal_criterion, tiny_smca_ms
+from .common import patch_backbone, tiny_smca_ms
 
 
 def test_scale_selection_attention_is_the_alpha_weighted_sum_of_per_scale_softmaxes():
@@ -61,10 +61,11 @@ def test_scale_weights_sum_to_one_and_route_the_co_attention_in_the_model():
     batch = [{"image": random_image(64, 128, seed=1)}, {"image": random_image(96, 80, seed=2)}]
     with torch.no_grad():
         out = model.forward_images(model.preprocess_image(batch), need_weights=True)
-    sizes = [m.shape[-2] * m.shape[-1] for m in out["masks"]]
-    padded = torch.cat([m.flatten(1) for m in out["masks"]], 1)  # (B, ΣHW)
-    assert len(sizes) == 3 and out["level_strides"] == [16, 32, 64]
-    for alpha, attn in zip(out["scale_weights"], out["cross_attn"]):
+    dec = out["decoder"]
+    sizes = [m.shape[-2] * m.shape[-1] for m in dec.masks]
+    padded = torch.cat([m.flatten(1) for m in dec.masks], 1)  # (B, ΣHW)
+    assert len(sizes) == 3 and dec.strides == [16, 32, 64]
+    for alpha, attn in zip(dec.scale_weights, dec.cross_attn):
         assert alpha.shape == (2, 7, 3)
         torch.testing.assert_close(alpha.sum(-1), torch.ones(2, 7))
         assert alpha.std(1).sum() > 0  # one α per query, not a constant
@@ -81,11 +82,10 @@ def test_gaussian_covers_the_same_image_region_on_every_level():
     assert model.transformer.reference_level == 1
     with torch.no_grad():
         out = model.forward_images(model.preprocess_image([{"image": random_image(128, 128)}]), need_weights=True)
-    p16, p32, p64 = out["log_prior"][0][0].split([64, 16, 4], -1)  # (M, Q, HW) per level
+    p16, p32, p64 = out["decoder"].log_prior[0][0].split([64, 16, 4], -1)  # (M, Q, HW) per level
     p16, p32, p64 = p16.unflatten(-1, (8, 8)), p32.unflatten(-1, (4, 4)), p64.unflatten(-1, (2, 2))
     torch.testing.assert_close(p16[..., ::2, ::2], p32)
     torch.testing.assert_close(p32[..., ::2, ::2], p64)
-    assert out["reference_stride"] == 32
 
 
 def test_per_level_offsets_and_scales_option():
@@ -94,8 +94,8 @@ def test_per_level_offsets_and_scales_option():
     assert layer.point2.out_features == 3 * 4 * 2 and layer.point3.out_features == 3 * 4 * 2
     with torch.no_grad():
         out = model.forward_images(model.preprocess_image([{"image": random_image(128, 128)}]), need_weights=True)
-    assert out["head_centers"][0].shape == (1, 7, 3, 4, 2)
-    p16, p32, _ = out["log_prior"][0][0].split([64, 16, 4], -1)
+    assert out["decoder"].points[0].shape == (1, 7, 3, 4, 2)
+    p16, p32, _ = out["decoder"].log_prior[0][0].split([64, 16, 4], -1)
     assert not torch.allclose(p16.unflatten(-1, (8, 8))[..., ::2, ::2], p32.unflatten(-1, (4, 4)))
 
 
@@ -116,7 +116,7 @@ def test_intra_scale_attention_does_not_mix_scales_but_multi_scale_does(scope):
     perturbed = src.clone()
     perturbed[:, :6] += torch.randn(2, 6, 16)  # change level 0 only
     with torch.no_grad():
-        before, after = layer(src, pos, bias, sizes), layer(perturbed, pos, bias, sizes)
+        before, after = layer(src, pos, bias, level_sizes=sizes), layer(perturbed, pos, bias, level_sizes=sizes)
     other_levels_changed = (after[:, 6:] - before[:, 6:]).abs().max()
     if scope == "intra":
         assert other_levels_changed == 0
@@ -133,10 +133,10 @@ def test_intra_scale_layer_is_per_level_self_attention_with_shared_weights():
     full.scope = "multi"
     src, pos, bias, sizes = _encoder_inputs()
     with torch.no_grad():
-        joint = layer(src, pos, bias, sizes)
+        joint = layer(src, pos, bias, level_sizes=sizes)
         separate = torch.cat(
             [
-                full(s, p, b, [n])
+                full(s, p, b, level_sizes=[n])
                 for s, p, b, n in zip(src.split(sizes, 1), pos.split(sizes, 1), bias.split(sizes, -1), sizes)
             ],
             1,
@@ -152,9 +152,9 @@ def test_encoder_layer_sequence_is_configurable():
 
 
 def test_extra_level_mask_and_level_embedding():
-    model = tiny_smca_ms(backbone=TwoLevelPatchBackbone()).eval()
-    assert model.level_embed.shape == (3, 32)
-    assert model.input_proj[2].stride == (2, 2) and model.input_proj[2].in_channels == 48
+    model = tiny_smca_ms(backbone=patch_backbone(res4=16, res5=32)).eval()
+    assert model.level_embed.shape == (3, model.transformer.d_model)
+    assert model.input_proj[2].stride == (2, 2) and model.input_proj[2].in_channels == 33  # the res5 channels
     batch = [{"image": random_image(64, 128)}, {"image": random_image(192, 192)}]
     with torch.no_grad():
         _, _, masks = model.level_inputs(model.preprocess_image(batch))
@@ -165,16 +165,7 @@ def test_extra_level_mask_and_level_embedding():
 
 
 def test_mismatched_level_count_is_an_error():
+    from detectron2.config import LazyCall as L
+
     with pytest.raises(ValueError, match=r"\+ 1 extra levels != the transformer's num_levels=2"):
-        SMCADETR(
-            backbone=build_resnet(18, out_features=("res4", "res5"), freeze_at=0),
-            in_features=("res4", "res5"),
-            num_extra_levels=1,
-            transformer=MultiScaleSMCATransformer(32, 4, ("intra",), 1, 64, num_levels=2),
-            position_encoding=PositionEmbeddingSine(16),
-            criterion=focal_criterion(),
-            num_classes=4,
-            num_queries=5,
-            pixel_mean=MEAN,
-            pixel_std=STD,
-        )
+        tiny_smca_ms(num_levels=2, encoder_layer_types=("intra",), backbone=L(build_resnet)(depth=18, out_features=("res4", "res5")))

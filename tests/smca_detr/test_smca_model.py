@@ -1,18 +1,14 @@
-"""Single-scale SMCA-DETR: the Gaussian map in the model path, the official formulation, training, I/O."""
-import math
+"""Single-scale SMCA-DETR: the Gaussian map in the model path, the official formulation, init, DC5, autocast."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
+from detectron2.config import LazyCall as L
 
 from detr_core import build_resnet
-from smca_detr import SMCADETR, add_smca_detr_config
 from tests.conftest import random_image
-from tests.core.test_detr_model import PatchBackbone
 
-from .common import TwoLevelPatchBackbone, tiny_smca, tiny_smca_ms
+from .common import patch_backbone, tiny_smca, tiny_smca_ms
 
 # Per-head offsets (dx, dy) in cells and scales (s_x, s_y) set into point2 / point3 biases.
 OFFSETS = [(0.0, 0.0), (1.0, 1.0), (-2.0, 0.5), (0.0, 2.0)]
@@ -70,11 +66,12 @@ def test_gaussian_map_hand_checked_values_in_the_model_path():
     backbone's, if offsets were not per head, if scales were not squared, or if layers > 0 did not reuse
     layer 0's centre.
     """
-    model = tiny_smca(backbone=PatchBackbone(channels=32, stride=16)).eval()
+    model = tiny_smca(backbone=patch_backbone()).eval()
     set_geometry(model)
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
-    prior = out["log_prior"][0][0, :, 0]  # (M, 32): image 0, query 0
+    dec = out["decoder"]
+    prior = dec.log_prior[0][0, :, 0]  # (M, 32): image 0, query 0
     beta = 8.0
     cell = lambda x, y: y * 8 + x  # noqa: E731  row-major flattening of memory
     # head 0: centre (4, 1), s = (1, 1)
@@ -93,43 +90,45 @@ def test_gaussian_map_hand_checked_values_in_the_model_path():
     assert prior[3, cell(4, 0)] == pytest.approx(-(0.0625 * 9) / beta)
     torch.testing.assert_close(prior, expected_log_prior(8, 4, 8, 4))
     # every query and layer: the same centre (layer 0's, reused) and the same offsets/scales
-    for layer_prior in out["log_prior"]:
+    for layer_prior in dec.log_prior:
         torch.testing.assert_close(layer_prior[0], expected_log_prior(8, 4, 8, 4)[:, None].expand(-1, 7, -1))
-    torch.testing.assert_close(out["reference_points"][0], torch.tensor([[0.5, 0.25]]).expand(7, -1))
-    assert torch.equal(out["head_centers"][1][0, 0], torch.tensor([[4.0, 1.0], [5.0, 2.0], [2.0, 1.5], [4.0, 3.0]]))
+    torch.testing.assert_close(dec.references[0][0], torch.tensor([[0.5, 0.25]]).expand(7, -1))
+    centers = dec.points[1][0, 0] * torch.tensor([8.0, 4.0])  # normalised → cells of the 4x8 map
+    torch.testing.assert_close(centers, torch.tensor([[4.0, 1.0], [5.0, 2.0], [2.0, 1.5], [4.0, 3.0]]))
 
 
 @pytest.mark.parametrize("dynamic_scale", ["type1", "type2", "type4"])
 def test_other_dynamic_scale_modes(dynamic_scale):
-    model = tiny_smca(backbone=PatchBackbone(channels=32, stride=16), dynamic_scale=dynamic_scale).eval()
+    model = tiny_smca(dynamic_scale, backbone=patch_backbone()).eval()
     expected_outputs = {"type1": None, "type2": 4, "type4": 12}[dynamic_scale]
     point3 = model.transformer.decoder.layers[0].point3
     assert (point3 is None) if expected_outputs is None else point3.out_features == expected_outputs
     set_geometry(model, dynamic_scale)
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
-    torch.testing.assert_close(out["log_prior"][1][0, :, 3], expected_log_prior(8, 4, 8, 4, dynamic_scale))
+    torch.testing.assert_close(out["decoder"].log_prior[1][0, :, 3], expected_log_prior(8, 4, 8, 4, dynamic_scale))
 
 
 def test_padding_stays_masked_with_the_gaussian_added():
     """Next to a larger image, padded keys get exactly zero attention, and the prior on valid cells is the
     one of the image alone (centres from the unpadded size, grid indices unchanged)."""
-    model = tiny_smca(backbone=PatchBackbone(channels=32, stride=16)).eval()
+    model = tiny_smca(backbone=patch_backbone()).eval()
     set_geometry(model)
     small = {"image": random_image(64, 128, seed=1)}
     large = {"image": random_image(112, 160, seed=2)}
     with torch.no_grad():
         alone = model.forward_images(images_of(model, [small]), need_weights=True)
         batch = model.forward_images(images_of(model, [small, large]), need_weights=True)
-    mask = batch["masks"][0][0].flatten()  # (7*10,) padding of the small image in the batch
+    batch, alone = batch["decoder"], alone["decoder"]
+    mask = batch.masks[0][0].flatten()  # (7*10,) padding of the small image in the batch
     assert mask.sum() == 7 * 10 - 4 * 8
-    for attn in batch["cross_attn"]:
+    for attn in batch.cross_attn:
         assert torch.all(attn[0][..., mask] == 0)
         torch.testing.assert_close(attn[0].sum(-1), torch.ones(4, 7))
-    valid_prior = batch["log_prior"][0][0][..., ~mask]
-    torch.testing.assert_close(valid_prior, alone["log_prior"][0][0])
+    valid_prior = batch.log_prior[0][0][..., ~mask]
+    torch.testing.assert_close(valid_prior, alone.log_prior[0][0])
     # the prior itself is finite on padded cells: only the padding bias makes them −inf
-    assert torch.isfinite(batch["log_prior"][0]).all()
+    assert torch.isfinite(batch.log_prior[0]).all()
 
 
 def official_reference(model, images):
@@ -219,7 +218,7 @@ def test_matches_the_official_formulation_with_padding():
     """Our batch-first SDPA implementation equals a literal sequence-first re-derivation of the official
     code (LN4 from the layer input, layer-0 centre reused, Gaussian added after −inf masking, box =
     σ(mlp + [ref_logit, 0, 0])) on a padded 2-image batch with random (non-init) parameters."""
-    model = tiny_smca(backbone=PatchBackbone(channels=32, stride=16)).eval()
+    model = tiny_smca(backbone=patch_backbone()).eval()
     with torch.no_grad():
         for layer in model.transformer.decoder.layers:  # leave the init: non-trivial scales and biases
             layer.point3.weight.normal_(0, 0.1)
@@ -239,128 +238,19 @@ def test_initialisation_follows_the_official_code():
     assert all(torch.all(layer.point3.weight == 0) and torch.all(layer.point3.bias == 1) for layer in layers)
     assert layers[0].point1 is not None and all(layer.point1 is None for layer in layers[1:])
     assert len(layers[0].point1.layers) == 3
-    assert torch.allclose(model.class_embed.bias, torch.full((4,), -math.log(99)))
-    assert model.class_embed.out_features == 4  # sigmoid head, no no-object logit
     # point2 keeps xavier (initial offsets are not zero), and is not touched by the scale reset
     assert layers[0].point2.weight.abs().sum() > 0
-    # bbox_embed keeps the default init (no zero-init of the last layer)
-    assert model.bbox_embed.layers[-1].weight.abs().sum() > 0
-
-
-@pytest.mark.parametrize("multi_scale", [False, True], ids=["single", "multi"])
-def test_training_step_gradients_and_empty_image(two_image_batch, multi_scale):
-    model = (tiny_smca_ms() if multi_scale else tiny_smca()).train()
-    losses = model(two_image_batch)  # the second image has no objects
-    assert {"loss_ce", "loss_bbox", "loss_giou", "loss_ce_0", "loss_bbox_0", "loss_giou_0"} == set(losses)
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    missing = {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)}
-    # As in DETR: layer 0 self-attends over all-zero content queries; with zero biases at init its output
-    # is 0 whatever these weights are, so their gradient is exactly 0 (the official code too).
-    dead_at_init = {
-        "transformer.decoder.layers.0.self_attn.in_proj_weight",
-        "transformer.decoder.layers.0.self_attn.out_proj.weight",
-        "transformer.decoder.layers.0.norm1.weight",
-    }
-    assert missing == dead_at_init, f"parameters without gradient: {sorted(missing ^ dead_at_init)}"
-
-
-@pytest.mark.parametrize("multi_scale", [False, True], ids=["single", "multi"])
-def test_batch_invariance_alone_vs_padded_batch(multi_scale):
-    """Same detections alone and next to a larger image (sizes are multiples of 64 so that the patch
-    backbones see whole patches)."""
-    if multi_scale:
-        model = tiny_smca_ms(backbone=TwoLevelPatchBackbone()).eval()
-    else:
-        model = tiny_smca(backbone=PatchBackbone(channels=32, stride=16)).eval()
-    small = {"image": random_image(64, 128, seed=3), "height": 64, "width": 128}
-    large = {"image": random_image(128, 192, seed=4), "height": 128, "width": 192}
-    with torch.no_grad():
-        alone = model([small])[0]["instances"]
-        batched = model([large, small])[1]["instances"]
-    assert len(alone) == 7  # top-k with k = num_queries
-    order_a, order_b = alone.scores.argsort(), batched.scores.argsort()
-    torch.testing.assert_close(batched.scores[order_b], alone.scores[order_a], atol=1e-5, rtol=0)
-    torch.testing.assert_close(batched.pred_boxes.tensor[order_b], alone.pred_boxes.tensor[order_a], atol=1e-4, rtol=0)
-    assert torch.equal(batched.pred_classes[order_b], alone.pred_classes[order_a])
-
-
-def test_inference_topk_equals_num_queries_and_rescales():
-    model = tiny_smca().eval()
-    assert model.test_topk == 7
-    with torch.no_grad():
-        out = model([{"image": random_image(64, 80), "height": 128, "width": 160}])[0]["instances"]
-    assert out.image_size == (128, 160) and len(out) == 7
-    assert out.pred_classes.max() < 4 and 0 <= out.scores.min() and out.scores.max() <= 1
-
-
-def yacs_cfg(multi_scale):
-    cfg = get_cfg()
-    add_smca_detr_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "SMCADETR"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    node = cfg.MODEL.SMCA_DETR
-    node.NUM_CLASSES = 4
-    node.HIDDEN_DIM = 32
-    node.NHEADS = 4
-    node.ENC_LAYERS = 1
-    node.DEC_LAYERS = 2
-    node.DIM_FEEDFORWARD = 64
-    node.NUM_OBJECT_QUERIES = 5
-    if multi_scale:
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res4", "res5"]
-        node.MULTI_SCALE.ENABLED = True
-        node.MULTI_SCALE.ENCODER_LAYERS = ["intra", "multi"]
-        node.MULTI_SCALE.DIM_FEEDFORWARD = 48
-    return cfg
-
-
-@pytest.mark.parametrize("multi_scale", [False, True], ids=["single", "multi"])
-def test_yacs_drop_in_build_model(two_image_batch, multi_scale):
-    cfg = yacs_cfg(multi_scale)
-    model = build_model(cfg)
-    assert isinstance(model, SMCADETR) and model.multi_scale == multi_scale
-    assert model.class_embed.out_features == 4 and model.query_embed.num_embeddings == 5 and model.test_topk == 5
-    assert model.backbone.stem.conv1.weight.requires_grad is False  # freeze_at=2
-    assert model.criterion.weight_dict == {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
-    assert model.criterion.loss_class == "focal" and model.criterion.matcher.cost_class == 2.0
-    if multi_scale:
-        assert model.level_strides == [16, 32, 64]
-        assert model.transformer.encoder.layer_types == ("intra", "multi")
-        assert model.transformer.decoder.layers[0].linear1.out_features == 48
-    losses = model(two_image_batch)
-    assert len(losses) == 6 and all(torch.isfinite(v) for v in losses.values())
-    model.eval()
-    with torch.no_grad():
-        out = model([{"image": random_image(64, 64), "height": 64, "width": 64}])
-    inst = out[0]["instances"]
-    assert len(inst) == 5 and inst.has("pred_boxes") and inst.has("scores") and inst.has("pred_classes")
-
-
-def test_yacs_defaults_are_the_official_recipe():
-    cfg = get_cfg()
-    add_smca_detr_config(cfg)
-    node = cfg.MODEL.SMCA_DETR
-    assert (node.NUM_OBJECT_QUERIES, node.DYNAMIC_SCALE, node.SMOOTH) == (300, "type3", 8.0)
-    assert (node.COST_CLASS, node.COST_BBOX, node.COST_GIOU) == (2.0, 5.0, 2.0)
-    assert (node.CLASS_WEIGHT, node.L1_WEIGHT, node.GIOU_WEIGHT) == (2.0, 5.0, 2.0)
-    assert node.MULTI_SCALE.ENCODER_LAYERS == ["intra", "intra", "multi", "intra", "intra"]
-    assert node.MULTI_SCALE.DIM_FEEDFORWARD == 1024
 
 
 def test_centre_uses_the_backbone_stride_dc5():
     """R50-DC5 res5 has stride 16 (not the official code's hard-coded 32): on a 64x128 image the centre
     σ = (0.5, 0.25) must land on cell (4, 1) of the 4x8 map, as with any stride-16 feature."""
-    model = tiny_smca(backbone=build_resnet(50, dc5=True, out_features=("res5",)), in_features=("res5",)).eval()
+    model = tiny_smca(backbone=L(build_resnet)(depth=50, dc5=True, out_features=("res5",)), in_features=("res5",)).eval()
     assert model.level_strides == [16]
     set_geometry(model)
     with torch.no_grad():
         out = model.forward_images(images_of(model, [{"image": random_image(64, 128)}]), need_weights=True)
-    torch.testing.assert_close(out["log_prior"][0][0, :, 0], expected_log_prior(8, 4, 8, 4))
+    torch.testing.assert_close(out["decoder"].log_prior[0][0, :, 0], expected_log_prior(8, 4, 8, 4))
 
 
 @pytest.mark.parametrize("multi_scale", [False, True], ids=["single", "multi"])
@@ -376,5 +266,5 @@ def test_autocast_training_and_inference(two_image_batch, multi_scale):
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.forward_images(model.preprocess_image([{"image": random_image(64, 80)}]), need_weights=True)
-    assert out["log_prior"][0].dtype == torch.float32
+    assert out["decoder"].log_prior[0].dtype == torch.float32
     assert torch.isfinite(out["pred_boxes"]).all() and torch.isfinite(out["pred_logits"]).all()

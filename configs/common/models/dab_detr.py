@@ -4,40 +4,11 @@ FFN 2048, dropout 0, PReLU, image PE temperature 20; focal loss 1 / L1 5 / GIoU 
 from detectron2.config import LazyCall as L
 
 from dab_detr import DABDETR, DABDETRTransformer
-from detr_core import HungarianMatcher, PositionEmbeddingSine, SetCriterion, build_resnet
-from detr_core.config import TORCHVISION_PIXEL_MEAN, TORCHVISION_PIXEL_STD
 
-model = L(DABDETR)(
-    backbone=L(build_resnet)(depth=50, dc5=False, freeze_at=2, out_features=("res5",)),
-    in_feature="res5",
-    transformer=L(DABDETRTransformer)(
-        d_model=256,
-        nhead=8,
-        num_encoder_layers=6,
-        num_decoder_layers=6,
-        dim_feedforward=2048,
-        dropout=0.0,
-        activation="prelu",
-        num_patterns=0,
-    ),
-    position_encoding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=20, normalize=True),
-    criterion=L(SetCriterion)(
-        num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(
-            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, class_cost="focal", focal_alpha=0.25, focal_gamma=2.0
-        ),
-        weight_dict={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
-        loss_class="focal",
-        focal_alpha=0.25,
-        focal_gamma=2.0,
-    ),
-    num_classes=80,
-    num_queries=300,
-    random_refpoints_xy=False,
-    aux_loss=True,
-    score_activation="sigmoid",
-    test_topk=300,
-    pixel_mean=TORCHVISION_PIXEL_MEAN,
-    pixel_std=TORCHVISION_PIXEL_STD,
-    input_format="RGB",
+from .detr_family import TRANSFORMER, detr_family_model
+
+model = detr_family_model(
+    DABDETR, L(DABDETRTransformer)(**TRANSFORMER, dropout=0.0, activation="prelu", num_patterns=0),
+    num_queries=300, loss_class="focal", class_weight=1.0, cost_class=2.0, pe_temperature=20, in_feature="res5",
+    random_refpoints_xy=False, test_topk=300,
 )

@@ -1,27 +1,12 @@
-"""Vanilla DETR, R50, COCO (facebookresearch/detr defaults: 100 queries, 6+6 layers, dropout 0.1)."""
+"""Vanilla DETR, R50, COCO (facebookresearch/detr defaults: 100 queries, 6+6 layers, dropout 0.1, ReLU;
+softmax cross-entropy with no-object weight 0.1, class weight and cost 1)."""
 from detectron2.config import LazyCall as L
 
-from detr_core import DETR, DETRTransformer, HungarianMatcher, PositionEmbeddingSine, SetCriterion, build_resnet
-from detr_core.config import TORCHVISION_PIXEL_MEAN, TORCHVISION_PIXEL_STD
+from detr_core import DETR, DETRTransformer
 
-model = L(DETR)(
-    backbone=L(build_resnet)(depth=50, dc5=False, freeze_at=2, out_features=("res5",)),
-    in_feature="res5",
-    transformer=L(DETRTransformer)(
-        d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048, dropout=0.1
-    ),
-    position_encoding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True),
-    criterion=L(SetCriterion)(
-        num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0, class_cost="ce"),
-        weight_dict={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
-        loss_class="ce",
-        eos_coef=0.1,
-    ),
-    num_classes=80,
-    num_queries=100,
-    aux_loss=True,
-    pixel_mean=TORCHVISION_PIXEL_MEAN,
-    pixel_std=TORCHVISION_PIXEL_STD,
-    input_format="RGB",
+from .detr_family import TRANSFORMER, detr_family_model
+
+model = detr_family_model(
+    DETR, L(DETRTransformer)(**TRANSFORMER, dropout=0.1, activation="relu"),
+    num_queries=100, loss_class="ce", class_weight=1.0, cost_class=1.0, in_feature="res5",
 )

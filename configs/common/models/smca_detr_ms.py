@@ -23,6 +23,7 @@ model.transformer = L(MultiScaleSMCATransformer)(
     num_decoder_layers=6,
     dim_feedforward=1024,
     dropout=0.1,
+    activation="relu",
     dynamic_scale="type3",
     smooth=8.0,
     center_mlp_layers=2,  # paper eq. 3 (the single-scale code uses 3)

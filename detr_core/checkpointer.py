@@ -1,23 +1,17 @@
-"""Training-loop pieces detectron2 does not provide: crash-safe checkpoints, CPU multi-process launch."""
+"""Crash-safe checkpoints: a ``DetectionCheckpointer`` whose files appear complete or not at all, that refuses
+a checkpoint of another model, and the random-number state a resumed run needs."""
 from __future__ import annotations
 
-import itertools
 import logging
-import pickle
 import os
+import pickle
 import random
-from datetime import timedelta
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import launch as d2_launch
-from detectron2.utils import comm
 
-__all__ = ["AtomicCheckpointer", "CheckpointMismatchError", "RNGState", "ResumableTrainingSampler", "launch"]
+__all__ = ["AtomicCheckpointer", "CheckpointMismatchError", "RNGState"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,43 +101,6 @@ class AtomicCheckpointer(DetectionCheckpointer):
         os.replace(path + ".tmp", path)
 
 
-def launch(main_func, num_processes: int, num_machines: int = 1, machine_rank: int = 0, dist_url=None, args=()):
-    """detectron2's ``launch`` on GPUs; on a machine without CUDA, ``num_processes`` CPU workers with gloo.
-
-    detectron2 v0.6 always initialises NCCL and requires CUDA (upstream main picks gloo on CPU); this is the
-    one place the project branches on it. CPU workers set up detectron2's ``comm`` exactly as its launcher does,
-    so ``comm.get_world_size()``, ``comm.get_local_rank()`` and synchronisation behave the same.
-    """
-    if torch.cuda.is_available() or num_processes * num_machines <= 1:
-        return d2_launch(main_func, num_processes, num_machines, machine_rank, dist_url or "auto", args)
-    if num_machines != 1:
-        raise ValueError("multi-machine training needs GPUs (NCCL); CPU training is single-machine only")
-    if dist_url in (None, "auto") or dist_url.startswith("tcp://127.0.0.1:4915"):
-        import socket
-
-        with socket.socket() as sock:  # a free port: detectron2's default URL may be taken by another run
-            sock.bind(("127.0.0.1", 0))
-            dist_url = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-    logger.info("No CUDA: launching %d CPU processes with gloo at %s", num_processes, dist_url)
-    mp.start_processes(
-        _cpu_worker,
-        nprocs=num_processes,
-        args=(main_func, num_processes, dist_url, args),
-        daemon=False,
-        start_method="spawn",
-    )
-
-
-def _cpu_worker(rank: int, main_func, world_size: int, dist_url: str, args) -> None:
-    dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timedelta(minutes=30))
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
-    comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()
-
-
 class RNGState:
     """Checkpointable random-number state (Python, NumPy, torch CPU and CUDA) of this process.
 
@@ -175,16 +132,3 @@ class RNGState:
 def _as_tuple(value):
     """random.setstate needs tuples; a checkpoint round trip may have turned them into lists."""
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-class ResumableTrainingSampler(TrainingSampler):
-    """detectron2's infinite ``TrainingSampler`` that skips the first ``skip`` indices of this process's
-    stream, so a resumed run sees the samples an uninterrupted run would see next (not the first ones again).
-    """
-
-    def __init__(self, size: int, shuffle: bool = True, seed=None, skip: int = 0):
-        super().__init__(size, shuffle=shuffle, seed=seed)
-        self._skip = skip
-
-    def __iter__(self):
-        yield from itertools.islice(super().__iter__(), self._skip, None)

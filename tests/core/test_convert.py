@@ -5,7 +5,7 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
-from detr_core.checkpoint import (
+from detr_core.convert import (
     ConversionError,
     check_state_dict,
     coco_class_rows,
@@ -66,7 +66,7 @@ def test_leftover_and_missing_keys_fail_loudly_and_write_nothing(tmp_path):
     del official["query_embed.weight"]
     src, dst = str(tmp_path / "official.pth"), str(tmp_path / "out.pth")
     torch.save({"model": official}, src)
-    with pytest.raises(ConversionError, match=r"(?s)missing in checkpoint.*query_embed\.weight.*not in model.*extra\.weight"):
+    with pytest.raises(ConversionError, match=r"(?s)leftover\) keys \(1\):\n  transformer\.encoder\.extra\.weight.*missing keys \(1\):\n  query_embed\.weight"):
         convert("detr", src, dst)
     assert not os.path.exists(dst)
 
@@ -101,3 +101,69 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
         load_official_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="absent.pth"):
         load_official_checkpoint(str(tmp_path / "absent.pth"))
+
+
+def official_states():
+    """One synthetic official R50 state dict per converter (each variant's test files write its layout)."""
+    from tests.cond_detr.official_layout import cond_detr_layout, dab_detr_layout, synthetic_checkpoint
+    from tests.sam_detr.official_layout import official_state_dict as sam_state
+    from tests.smca_detr.test_convert import official_state_dict as smca_state
+
+    return {
+        "detr": official_detr_state,
+        "cond_detr": lambda: synthetic_checkpoint(cond_detr_layout()),
+        "dab_detr": lambda: synthetic_checkpoint(dab_detr_layout()),
+        "smca_detr": smca_state,
+        "sam_detr": lambda: sam_state(gn=False, smca=False),
+    }
+
+
+#: variant → (keys that are not in its official layout, keys of it that must be there)
+LAYOUT = {
+    "detr": (["transformer.encoder.norm.weight", "refpoint_embed.weight"], ["transformer.decoder.layers.5.norm3.bias"]),
+    "cond_detr": (
+        ["transformer.decoder.layers.1.ca_qpos_proj.weight", "transformer.encoder.norm.weight"],  # layer 0 only
+        ["transformer.decoder.layers.0.ca_qpos_proj.bias", "transformer.decoder.ref_point_head.layers.0.weight"],
+    ),
+    "dab_detr": (
+        ["transformer.decoder.layers.2.ca_qpos_proj.bias", "query_embed.weight", "transformer.enc_out.weight"],
+        ["transformer.decoder.bbox_embed.layers.0.weight", "transformer.encoder.query_scale.layers.0.bias",
+         "transformer.decoder.layers.5.activation.weight"],
+    ),
+    "smca_detr": (["transformer.decoder.layers.1.point1.layers.0.weight"], ["transformer.decoder.layers.3.norm4.bias"]),
+    "sam_detr": (["transformer.level_embed"], ["transformer.decoder.layers.2.attn1.bias"]),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(LAYOUT))
+def test_every_converter_validates_the_backbone(variant):
+    """The same checks for every variant: keys outside the official layout and keys of it that are missing
+    are named, an unknown backbone tensor and an incomplete ResNet are refused, and BN counters are dropped
+    as FrozenBatchNorm2d does."""
+    from detr_core.convert import CONVERTERS
+    from detr_core.runtime import import_variants
+
+    import_variants()
+    state = official_states()[variant]()
+    converted = CONVERTERS[variant](state, num_classes=80)
+    assert not any(k.startswith("backbone.0.") for k in converted)
+    assert converted["backbone.res5.2.conv3.norm.running_var"] is state["backbone.0.body.layer4.2.bn3.running_var"]
+    with_counter = {**state, "backbone.0.body.bn1.num_batches_tracked": torch.tensor(5)}
+    assert CONVERTERS[variant](with_counter).keys() == converted.keys()
+    for extra in LAYOUT[variant][0]:  # keys of another layout are named as leftovers
+        with pytest.raises(ConversionError, match=r"leftover\) keys \(1\):\n  " + extra.replace(".", r"\.")):
+            CONVERTERS[variant]({**state, extra: torch.zeros(3)})
+    for missing in LAYOUT[variant][1]:  # and the layout's keys are all needed
+        with pytest.raises(ConversionError, match=r"missing keys \(1\):\n  " + missing.replace(".", r"\.")):
+            CONVERTERS[variant]({k: v for k, v in state.items() if k != missing})
+    with pytest.raises(ConversionError, match=r"unexpected backbone keys.*backbone\.0\.body\.fc\.weight"):
+        CONVERTERS[variant]({**state, "backbone.0.body.fc.weight": torch.zeros(1)})
+    incomplete = {k: v for k, v in state.items() if k != "backbone.0.body.layer3.1.conv1.weight"}
+    with pytest.raises(ConversionError, match=r"incomplete backbone.*backbone\.res4\.1\.conv1\.weight"):
+        CONVERTERS[variant](incomplete)
+    skipped_block = {k: v for k, v in state.items() if not k.startswith("backbone.0.body.layer3.1.")}
+    with pytest.raises(ConversionError, match=r"incomplete backbone.*backbone\.res4\.1\.\*"):
+        CONVERTERS[variant](skipped_block)
+    del state["transformer.encoder.layers.1.norm2.bias"]
+    with pytest.raises(ConversionError, match=r"missing keys \(1\):\n  transformer\.encoder\.layers\.1\.norm2\.bias"):
+        CONVERTERS[variant](state)
