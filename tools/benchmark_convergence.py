@@ -166,10 +166,15 @@ def check_settings(args) -> None:
 
 
 def collect(names, seeds, args):
+    """Rows of every finished run (evaluated at ``args.max_iter``); unfinished runs are named and left out, so
+    that a "final" AP is always the budget's."""
     rows = []
     for name in names:
         for seed in seeds:
             evals, sec_per_iter = read_run(os.path.join(args.output, name, f"seed{seed}"), args.max_iter)
+            if not evals or evals[-1][0] < args.max_iter:
+                print(f"[{name} seed {seed}] not finished: left out of the report", flush=True)
+                continue
             for iteration, metrics in evals:
                 wall = iteration * sec_per_iter if sec_per_iter else float("nan")
                 rows.append({"variant": name, "seed": seed, "iteration": iteration, "wall_s": round(wall, 1), **metrics})

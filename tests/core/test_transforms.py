@@ -12,6 +12,7 @@ from detr_core.data import (
     COCO_MIN_SIZES,
     SHAPES_MAX_SIZE,
     SHAPES_MIN_SIZES,
+    SHAPES_TEST_SIZE,
     DETRDatasetMapper,
     RandomSelect,
     build_detr_train_augmentation,
@@ -101,7 +102,7 @@ def test_coco_recipe_matches_detr():
 
 
 def test_shapes_recipe_output_sizes_and_both_branches():
-    image = np.zeros((160, 160, 3), dtype=np.uint8)
+    image = np.zeros((256, 256, 3), dtype=np.uint8)  # a shapes image
     augs = T.AugmentationList(shapes_train_augmentation())
     np.random.seed(0)
     square, non_square = 0, 0
@@ -116,9 +117,9 @@ def test_shapes_recipe_output_sizes_and_both_branches():
     # The plain-resize branch keeps the square aspect; the crop branch almost never does.
     assert 100 < square < 200 and non_square > 100
     (test,) = shapes_test_augmentation()
-    aug_input = T.AugInput(np.zeros((160, 200, 3), dtype=np.uint8))
+    aug_input = T.AugInput(np.zeros((256, 320, 3), dtype=np.uint8))
     T.AugmentationList([test])(aug_input)
-    assert aug_input.image.shape[:2] == (160, 200)
+    assert aug_input.image.shape[:2] == (SHAPES_TEST_SIZE, SHAPES_TEST_SIZE * 320 // 256)
 
 
 # ------------------------------------------------------------------------------------------------

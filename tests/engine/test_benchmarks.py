@@ -153,3 +153,23 @@ def test_profile_tool_lists_operators_and_writes_a_trace(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torchvision::roi_align" in out and "median train step" in out  # SAM-DETR's RoIAlign is profiled
     assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_race_report_leaves_out_unfinished_runs(tmp_path, capsys):
+    from tools import benchmark_convergence as race
+
+    def write(name, records):
+        run = tmp_path / name / "seed0"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text("\n".join(json.dumps(r) for r in records) + '\n{"iteration": 1, "ti')
+
+    ap = {f"bbox/{m}": 10.0 for m in race.METRICS}
+    write("detr", [{"iteration": 0, "time": 0.5}, {"iteration": 0, **ap}, {"iteration": 2, **ap}])
+    write("cond_detr", [{"iteration": 0, "time": 0.5}, {"iteration": 0, **ap}])  # killed before the end
+    race.main(["--report-only", "--variants", "detr", "cond_detr", "--max-iter", "2", "--thresholds", "5",
+               "--output", str(tmp_path)])
+    assert "[cond_detr seed 0] not finished: left out of the report" in capsys.readouterr().out
+    with open(tmp_path / "race.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["iteration"]) for r in rows] == [("detr", "1"), ("detr", "2")]
+    assert float(rows[0]["wall_s"]) == 0.5
