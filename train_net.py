@@ -116,9 +116,11 @@ def truncate_metrics(output_dir: str, start_iter: int) -> int:
 
 
 def previous_run_files(output_dir: str) -> list:
-    """Files of an earlier training run in ``output_dir`` that a new run would overwrite or mix with."""
-    names = ["metrics.json", "last_checkpoint", "model_*.pth", "events.out.tfevents.*"]
-    return sorted(p for name in names for p in glob.glob(os.path.join(glob.escape(output_dir), name)))
+    """Files of an earlier training run in ``output_dir`` that a new run would overwrite or mix with: its
+    checkpoints and a non-empty metrics.json (a run that failed before its first iteration leaves none)."""
+    names = ["metrics.json", "last_checkpoint", "model_*.pth"]
+    found = [p for name in names for p in glob.glob(os.path.join(glob.escape(output_dir), name))]
+    return sorted(p for p in found if os.path.getsize(p) > 0)
 
 
 def check_output_dir(cfg, args) -> None:
@@ -127,14 +129,14 @@ def check_output_dir(cfg, args) -> None:
     if args.eval_only or args.resume:
         return
     found = previous_run_files(cfg.train.output_dir)
-    if found and not args.overwrite:
+    if found and not getattr(args, "overwrite", False):
         shown = ", ".join(os.path.basename(p) for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise FileExistsError(
             f"train.output_dir={cfg.train.output_dir} already holds a run ({shown}); pass --resume to continue "
             "it, --overwrite to replace it, or another train.output_dir"
         )
-    if found and comm.is_main_process():
-        for path in found:
+    if found and comm.is_main_process():  # tensorboard would show the earlier run's events beside the new ones
+        for path in found + glob.glob(os.path.join(glob.escape(cfg.train.output_dir), "events.out.tfevents.*")):
             os.remove(path)
         logger.warning("--overwrite: removed %d file(s) of the earlier run in %s", len(found), cfg.train.output_dir)
 
