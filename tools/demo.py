@@ -4,7 +4,7 @@
     python tools/demo.py --config-file configs/detr/detr_shapes.py --weights output/quickstart/model_final.pth \\
         --input datasets/shapes/val/000000.png datasets/shapes/val/00001*.png --output output/demo
     python tools/demo.py --config-file configs/sam_detr/sam_detr_r50_50ep.py --weights sam_detr_r50.pth \\
-        --input 'photos/*.jpg' --output output/demo --confidence-threshold 0.5 --opts train.device=cpu
+        --input 'photos/*.jpg' --output output/demo --confidence-threshold 0.5 --device cpu --opts model.test_topk=50
     python tools/demo.py ... --video-input clip.mp4 --output output/demo     # needs OpenCV
     python tools/demo.py ... --webcam                                         # needs OpenCV and a display
 
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     if not weights and not args.random_weights:
         raise ValueError("no weights: pass --weights <checkpoint of the config's model> (or --random-weights to "
                          "draw the detections of a randomly initialised model on purpose)")
+    if args.video_input and not os.path.isfile(args.video_input):
+        raise FileNotFoundError(f"--video-input not found: {args.video_input}")
     files = outs = None
     if args.input is not None:  # every input and output checked before the model is built
         files = list_inputs(args.input)

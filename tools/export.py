@@ -6,7 +6,8 @@
     python tools/export.py --config-file configs/detr/detr_r50_500ep.py --weights detr.pth \\
         --output out/detr --height 800 --width 1216 --format torch
 
-Writes ``<output>.pt2`` (``torch.export.save``) and ``<output>.onnx``, runs each on the same input as the
+Refuses to run without ``--weights`` unless told ``--random-weights``; the weights are loaded strictly and
+without running code stored in the file. Writes ``<output>.pt2`` (``torch.export.save``) and ``<output>.onnx``, runs each on the same input as the
 PyTorch model and prints the largest absolute difference of the logits and boxes (``--tolerance``, default
 1e-4, fails the run when exceeded). What is exported and what is not: ``detr_core.export``.
 

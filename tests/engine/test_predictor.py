@@ -59,3 +59,10 @@ def test_a_yacs_config_builds_the_predictor():
     instances = predictor(IMAGE)
     assert instances.image_size == (48, 64) and len(instances) == 5
     assert predictor.model.transformer.d_model == 32 and not predictor.model.training
+
+
+def test_no_weights_or_wrong_settings_are_refused():
+    with pytest.raises(ValueError, match=r"Predictor needs weights .*allow_random_init=True"):
+        Predictor("configs/detr/detr_shapes.py", device="cpu")
+    with pytest.raises(ValueError, match=r"configs/detr/detr_shapes.py: model.num_queries=0 must be an integer >= 1"):
+        Predictor("configs/detr/detr_shapes.py", device="cpu", opts=["model.num_queries=0"], allow_random_init=True)

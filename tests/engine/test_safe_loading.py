@@ -108,3 +108,21 @@ def test_weights_holding_nan_are_refused_naming_the_keys(tmp_path):
     with pytest.raises(CheckpointReadError, match=r"diverged\.pth: 1 tensor\(s\) hold NaN or infinite values \(bias\)"):
         AtomicCheckpointer(model).load(str(tmp_path / "diverged.pth"))
     assert torch.equal(model.weight, before)  # nothing loaded
+
+
+def test_resume_and_demo_name_a_truncated_or_missing_checkpoint(tmp_path):
+    import train_net
+
+    model = Predictor(CONFIG, device="cpu", allow_random_init=True).model
+    torch.save({"model": model.state_dict(), "iteration": 9}, tmp_path / "model_0000009.pth")
+    data = (tmp_path / "model_0000009.pth").read_bytes()
+    (tmp_path / "model_0000009.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    with pytest.raises(CheckpointReadError, match=r"model_0000009\.pth: cannot read the checkpoint \(truncated"):
+        train_net.checkpoint_iteration(AtomicCheckpointer(model, str(tmp_path)))  # what --resume reads first
+    with pytest.raises(CheckpointReadError, match=r"model_0000009\.pth: cannot read the checkpoint \(truncated"):
+        demo.main(["--config-file", CONFIG, "--weights", str(tmp_path / "model_0000009.pth"), "--input", CONFIG,
+                   "--output", str(tmp_path / "out")])
+    (tmp_path / "last_checkpoint").write_text("model_0000019.pth")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*model_0000019\.pth"):
+        train_net.checkpoint_iteration(AtomicCheckpointer(model, str(tmp_path)))

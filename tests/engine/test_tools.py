@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from detr_core.checkpointer import CheckpointMismatchError
 from detr_core.predictor import Predictor
 from tools import analyze_model, demo, export, visualize_json_results
 
@@ -37,7 +38,7 @@ def test_demo_takes_detectron2_flags_several_inputs_and_globs(tmp_path, weights,
     out = tmp_path / "out"
     status = demo.main(["--config-file", CONFIG, "--weights", weights, "--input", str(tmp_path / "in" / "*.png"),
                         str(tmp_path / "in" / "c.jpg"), str(tmp_path / "more"), "--output", str(out),
-                        "--confidence-threshold", "0.0", "--opts", "train.device=cpu"])
+                        "--confidence-threshold", "0.0", "--device", "cpu"])
     assert status == 0 and sorted(os.listdir(out)) == ["a.png", "b.png", "c.jpg", "d.png"]
     drawn = Image.open(out / "a.png")
     assert drawn.size == (96, 72)
@@ -47,6 +48,9 @@ def test_demo_takes_detectron2_flags_several_inputs_and_globs(tmp_path, weights,
     assert demo.main(["--config-file", CONFIG, "--input", str(tmp_path / "in" / "a.png"), "--output",
                       str(tmp_path / "one.png"), "--opts", f"train.init_checkpoint={weights}"]) == 0
     assert Image.open(tmp_path / "one.png").size == (96, 72)
+    with pytest.raises(CheckpointMismatchError, match="query_embed.weight: shape"):  # --opts reach the model
+        demo.main(["--config-file", CONFIG, "--weights", weights, "--input", str(tmp_path / "in" / "a.png"), "--output",
+                   str(tmp_path / "two.png"), "--opts", "model.num_queries=7"])
 
 
 def test_demo_refuses_without_weights_and_before_overwriting_anything(tmp_path, weights):
@@ -66,6 +70,9 @@ def test_demo_refuses_without_weights_and_before_overwriting_anything(tmp_path, 
                    "--output", str(tmp_path / "o")])
     with pytest.raises(FileNotFoundError, match="nothing.png"):
         demo.main(["--config-file", CONFIG, "--weights", weights, "--input", str(tmp_path / "nothing.png"),
+                   "--output", str(tmp_path / "o")])
+    with pytest.raises(FileNotFoundError, match="--video-input not found: .*clip.mp4"):
+        demo.main(["--config-file", CONFIG, "--weights", weights, "--video-input", str(tmp_path / "clip.mp4"),
                    "--output", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
 
@@ -104,8 +111,15 @@ def test_export_and_attention_refuse_without_weights_or_with_a_zero_size(tmp_pat
     err = capsys.readouterr().err
     assert "no weights: pass --weights" in err and "--batch: 0 must be >= 1" in err and "--height: -3 must be >= 1" in err
     with pytest.raises(SystemExit):
+        export.main(["--config-file", CONFIG, "--weights", str(tmp_path / "w.pt2"), "--output", str(tmp_path / "w")])
+    assert "would overwrite the weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         visualize_attention.main(["--config-file", CONFIG, "--output", str(tmp_path / "a.png")])
     assert "no weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        visualize_attention.main(["--config-file", CONFIG, "--random-weights", "--image", str(tmp_path / "a.png"),
+                                  "--output", str(tmp_path / "a.png")])
+    assert "would overwrite --image" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
