@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs.
+"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs (configs/**/*.py).
 
     python train_net.py --config-file configs/detr/detr_shapes.py
     python train_net.py --config-file configs/sam_detr/sam_detr_r50_12ep.py --num-gpus 8
@@ -7,12 +7,14 @@
     python train_net.py --config-file CFG --resume              # continue from output_dir/last_checkpoint
     python train_net.py --config-file CFG train.max_iter=500 dataloader.train.total_batch_size=4
 
-Follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the DETR recipes need: gradient
-clipping by global norm (``train.clip_grad``), a lower backbone learning rate (in ``optimizer.params``),
+Follows detectron2's tools/lazyconfig_train_net.py and adds what the DETR recipes need: gradient
+clipping by global norm (train.clip_grad), a lower backbone learning rate (in optimizer.params),
 AMP on CUDA, and CPU training when no GPU is present.
 """
 import difflib
+import glob
 import inspect
+import json
 import logging
 import os
 import sys
@@ -26,7 +28,7 @@ from detectron2.engine import (
     default_setup,
     hooks,
 )
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -35,7 +37,8 @@ from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
-from detr_core.checkpointer import AtomicCheckpointer, RNGState
+from detr_core.checkpointer import AtomicCheckpointer, RNGState, read_checkpoint, remove_partial_files
+from detr_core.config import check_lazy_config
 from detr_core.data import ResumableTrainingSampler
 from detr_core.launch import launch
 from detr_core.runtime import resolve_device
@@ -83,7 +86,68 @@ def checkpoint_iteration(checkpointer) -> int:
     if not checkpointer.has_checkpoint():
         return -1
     path = checkpointer.get_checkpoint_file()
-    return int(torch.load(path, map_location="cpu", weights_only=True).get("iteration", -1))
+    return int(read_checkpoint(path).get("iteration", -1))
+
+
+def truncate_metrics(output_dir: str, start_iter: int) -> int:
+    """Keep only the ``metrics.json`` records of iterations before ``start_iter`` (those the resumed
+    checkpoint has seen), so that a resumed run does not record the replayed iterations twice; a record cut
+    by a kill is dropped too. Returns how many records were removed."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return 0
+    kept, removed = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("iteration"), int) and record["iteration"] < start_iter:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                removed += 1
+    if removed:
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
+        logger.info("%s: removed %d record(s) of iterations >= %d, which the resumed run repeats", path, removed, start_iter)
+    return removed
+
+
+def previous_run_files(output_dir: str) -> list:
+    """Files of an earlier training run in ``output_dir`` that a new run would overwrite or mix with: its
+    checkpoints and a non-empty metrics.json (a run that failed before its first iteration leaves none)."""
+    names = ["metrics.json", "last_checkpoint", "model_*.pth"]
+    found = [p for name in names for p in glob.glob(os.path.join(glob.escape(output_dir), name))]
+    return sorted(p for p in found if os.path.getsize(p) > 0)
+
+
+def check_output_dir(cfg, args) -> None:
+    """Refuse to train into a directory that holds another run unless ``--resume`` (continue it) or
+    ``--overwrite`` (delete its checkpoints, metrics and event files first)."""
+    if args.eval_only or args.resume:
+        return
+    found = previous_run_files(cfg.train.output_dir)
+    if found and not getattr(args, "overwrite", False):
+        shown = ", ".join(os.path.basename(p) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FileExistsError(
+            f"train.output_dir={cfg.train.output_dir} already holds a run ({shown}); pass --resume to continue "
+            "it, --overwrite to replace it, or another train.output_dir"
+        )
+    if found and comm.is_main_process():  # tensorboard would show the earlier run's events beside the new ones
+        for path in found + glob.glob(os.path.join(glob.escape(cfg.train.output_dir), "events.out.tfevents.*")):
+            os.remove(path)
+        logger.warning("--overwrite: removed %d file(s) of the earlier run in %s", len(found), cfg.train.output_dir)
+
+
+def check_eval_weights(cfg, args) -> None:
+    """``--eval-only`` evaluates given weights; a random model only with ``train.allow_random_init=True``."""
+    if args.eval_only and not cfg.train.init_checkpoint and not cfg.train.get("allow_random_init", False):
+        raise ValueError(
+            "--eval-only needs weights: set train.init_checkpoint=<checkpoint> (or train.allow_random_init=True "
+            "to evaluate a randomly initialised model on purpose)"
+        )
 
 
 def build_train_loader(cfg, start_iter: int):
@@ -121,6 +185,10 @@ def do_train(args, cfg):
 
     probe = AtomicCheckpointer(model, cfg.train.output_dir)
     start_iter = checkpoint_iteration(probe) + 1 if args.resume else 0
+    if comm.is_main_process():
+        remove_partial_files(cfg.train.output_dir)
+        if args.resume:
+            truncate_metrics(cfg.train.output_dir, max(start_iter, 0))
     train_loader = build_train_loader(cfg, start_iter)
     model = create_ddp_model(model, **ddp_kwargs(cfg))
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
@@ -140,7 +208,12 @@ def do_train(args, cfg):
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except FloatingPointError as e:  # e.g. from the matcher: say when it happened
+        if "iteration" in str(e):
+            raise
+        raise FloatingPointError(f"training iteration {trainer.iter}: {e}") from e
 
 
 def accepts_argument(node, name: str) -> bool:
@@ -196,6 +269,8 @@ def check_num_classes(cfg) -> None:
     if num_classes is None or not names:
         return
     for name in [names] if isinstance(names, str) else list(names):
+        if MetadataCatalog.get(name).get("thing_classes", None) is None and name in DatasetCatalog.list():
+            DatasetCatalog.get(name)  # a COCO json sets its class names when it is read
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) > num_classes:
             raise ValueError(
@@ -209,6 +284,9 @@ def setup(args):
         raise FileNotFoundError(f"config file not found: {args.config_file}")
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, check_override_keys(cfg, args.opts, args.config_file))
+    check_lazy_config(cfg, args.config_file)
+    check_eval_weights(cfg, args)
+    check_output_dir(cfg, args)  # before default_setup writes config.yaml and log.txt there
     cfg.train.device = resolve_device(cfg.train.get("device", "auto"))
     default_setup(cfg, args)
     return cfg
@@ -228,8 +306,50 @@ def main(args):
     do_train(args, cfg)
 
 
+EPILOG = """\
+overrides (after the flags): key=value pairs of the LazyConfig, e.g.
+  train.max_iter=500 train.output_dir=output/run1 model.num_classes=3 dataloader.train.total_batch_size=4
+  A key the config does not have is refused with suggestions; +key=value adds a new key on purpose.
+  Values are read as Python literals (500, 1e-4, True, [1, 2]); a wrong type or range (train.max_iter=abc,
+  train.checkpointer.period=0) is refused before anything is built or written.
+
+common keys:
+  train.init_checkpoint   weights to start from (.pth, .pkl or detectron2:// URL; read without running code)
+  train.output_dir        where checkpoints, metrics.json, events and inference/ go
+  train.allow_checkpoint_mismatch=True   load the part of init_checkpoint that fits (fine-tuning)
+  train.allow_random_init=True           let --eval-only evaluate a randomly initialised model
+
+output directory: a directory that holds another run (checkpoints, metrics.json) is refused unless
+--resume continues it or --overwrite replaces it; --resume keeps metrics.json up to the checkpoint's
+iteration.
+"""
+
+
+def argument_parser():
+    """detectron2's ``default_argument_parser`` with this script's description, override syntax and
+    ``--overwrite``."""
+    parser = default_argument_parser(epilog=EPILOG)
+    parser.description = __doc__
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a train.output_dir that holds another run, deleting its checkpoints and metrics first",
+    )
+    helps = {
+        "opts": "LazyConfig overrides key=value (see below)",
+        "config_file": "a LazyConfig file, e.g. configs/detr/detr_shapes.py",
+        "resume": "continue the run in train.output_dir from its last_checkpoint (model, optimizer, schedule, "
+        "random state and data position); starts from train.init_checkpoint when there is none",
+        "eval_only": "evaluate train.init_checkpoint on dataloader.test and write train.output_dir/inference/",
+        "num_gpus": "processes per machine: CUDA GPUs, or CPU processes (gloo) when there is no GPU",
+    }
+    for action in parser._actions:
+        action.help = helps.get(action.dest, action.help)
+    return parser
+
+
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     launch(
         main,
         args.num_gpus,

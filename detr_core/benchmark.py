@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 
-__all__ = ["synthetic_batch", "count_gflops", "median_time"]
+__all__ = ["synthetic_batch", "count_gflops", "flop_analysis", "median_time"]
 
 
 def synthetic_batch(size: int, batch: int, num_classes: int, seed: int = 0):
@@ -27,6 +27,12 @@ def synthetic_batch(size: int, batch: int, num_classes: int, seed: int = 0):
 
 def count_gflops(model, image):
     """Inference GFLOPs (multiply-adds) of one image, fvcore-style, with a handle for SDPA."""
+    return flop_analysis(model, image).total() / 1e9
+
+
+def flop_analysis(model, image):
+    """detectron2's ``FlopCountAnalysis`` of one image (C, H, W), with a handle for SDPA; its ``by_module()``
+    and ``flop_count_table`` give the per-module counts."""
     from detectron2.utils.analysis import FlopCountAnalysis
 
     def sdpa_flops(inputs, outputs):
@@ -39,7 +45,7 @@ def count_gflops(model, image):
     flops = FlopCountAnalysis(model, [{"image": image}])
     flops.set_op_handle("aten::scaled_dot_product_attention", sdpa_flops)
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return flops.total() / 1e9
+    return flops
 
 
 def median_time(fn, iters: int, warmup: int, device) -> float:

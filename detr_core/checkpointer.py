@@ -1,19 +1,107 @@
 """Crash-safe checkpoints: a ``DetectionCheckpointer`` whose files appear complete or not at all, that refuses
-a checkpoint of another model, and the random-number state a resumed run needs."""
+a checkpoint of another model and never runs code stored in a file, and the random-number state a resumed run
+needs. :func:`read_checkpoint` is the one place that reads a weights file."""
 from __future__ import annotations
 
+import argparse
+import glob
 import logging
 import os
 import pickle
 import random
+import re
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["AtomicCheckpointer", "CheckpointMismatchError", "RNGState"]
+__all__ = [
+    "AtomicCheckpointer",
+    "CheckpointMismatchError",
+    "CheckpointReadError",
+    "UnsafeCheckpointError",
+    "RNGState",
+    "read_checkpoint",
+    "remove_partial_files",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Objects besides tensors and plain containers a ``.pth`` may hold: official training scripts save ``args``.
+PTH_GLOBALS = [argparse.Namespace]
+#: The globals detectron2 / Detectron model-zoo ``.pkl`` files need: numpy arrays, their dtypes and scalars,
+#: ordered dicts, and the byte-string helper of protocol-2 pickles. Nothing that can run other code.
+PKL_GLOBALS = frozenset(
+    [(np_core, name) for np_core in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode")]
+)
+
+
+class CheckpointReadError(RuntimeError):
+    """A weights file that cannot be read (truncated, not a checkpoint, or not a dict); names the file."""
+
+
+class UnsafeCheckpointError(CheckpointReadError):
+    """A weights file that would run code on loading; names the file and the refused global."""
+
+
+class _ModelZooUnpickler(pickle.Unpickler):
+    """Unpickler for ``.pkl`` weights that resolves only :data:`PKL_GLOBALS`."""
+
+    def find_class(self, module, name):
+        if (module, name) in PKL_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"GLOBAL {module}.{name}")
+
+
+def read_checkpoint(path: str) -> dict:
+    """The dict stored in the weights file ``path``, read without running any code from it.
+
+    ``.pkl`` (detectron2 / Detectron model-zoo files) goes through an unpickler that admits only
+    :data:`PKL_GLOBALS`; anything else (``.pth``, ``.pt``, ``.pyth``) through ``torch.load(weights_only=True)``
+    with :data:`PTH_GLOBALS` allowed.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: the file pickles anything else (e.g. ``posix.system``), naming it.
+        CheckpointReadError: the file is truncated, not a checkpoint, or holds something other than a dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                data = _ModelZooUnpickler(f, encoding="latin1").load()
+        else:
+            with torch.serialization.safe_globals(PTH_GLOBALS):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = re.search(r"GLOBAL (\S+)", str(e))
+        if refused is None:
+            raise CheckpointReadError(f"{path}: cannot read the checkpoint (truncated or not a checkpoint?): {e}") from None
+        allowed = "numpy arrays" if path.endswith(".pkl") else "tensors"
+        raise UnsafeCheckpointError(
+            f"refused to load checkpoint {path}: it pickles {refused.group(1)}, which could run code; only "
+            f"{allowed} in plain containers are loaded"
+        ) from None
+    except Exception as e:  # noqa: BLE001  (truncated, not a pickle or zip, wrong magic number: same message)
+        raise CheckpointReadError(
+            f"{path}: cannot read the checkpoint (truncated or not a checkpoint?): {type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{path}: holds a {type(data).__name__}, not a dict of weights")
+    return data
+
+
+def remove_partial_files(save_dir: str) -> list:
+    """Delete the temporary files an interrupted :meth:`AtomicCheckpointer.save` leaves in ``save_dir``;
+    returns their paths."""
+    stale = glob.glob(os.path.join(glob.escape(save_dir), ".tmp-*.pth"))
+    stale += glob.glob(os.path.join(glob.escape(save_dir), "last_checkpoint.tmp"))
+    for path in stale:
+        os.remove(path)
+        logger.warning("removed %s, left behind by an interrupted checkpoint write", path)
+    return stale
 
 
 def _fsync(path: str) -> None:
@@ -51,14 +139,27 @@ class AtomicCheckpointer(DetectionCheckpointer):
             self._loading = None
 
     def _load_file(self, filename: str):
-        try:
-            return super()._load_file(filename)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as e:
-            if filename in str(e):
-                raise
-            raise RuntimeError(f"{filename}: cannot read the checkpoint (truncated or not a checkpoint?): {e}") from e
+        """detectron2's file formats, read by :func:`read_checkpoint` (never by plain unpickling)."""
+        data = read_checkpoint(filename)
+        if filename.endswith(".pkl"):
+            if "model" in data and "__author__" in data:  # detectron2 model zoo
+                return data
+            weights = data.get("blobs", data)  # Detectron / Caffe2 model zoo
+            weights = {k: v for k, v in weights.items() if not k.endswith("_momentum")}
+            return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+        if "model_state" in data and "model" not in data:  # pycls
+            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        return data if "model" in data else {"model": data}
 
     def _load_model(self, checkpoint):
+        path = getattr(self, "_loading", None) or "checkpoint"
+        bad = [k for k, v in checkpoint["model"].items() if _not_finite(v)]
+        if bad:
+            raise CheckpointReadError(
+                f"{path}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}"
+                f"{', ...' if len(bad) > 5 else ''}); the run that wrote it diverged"
+            )
         incompatible = super()._load_model(checkpoint)
         problems = [f"unexpected key {k}" for k in incompatible.unexpected_keys]
         problems += [f"{k}: shape {tuple(a)} in the file, {tuple(b)} in the model" for k, a, b in incompatible.incorrect_shapes]
@@ -99,6 +200,13 @@ class AtomicCheckpointer(DetectionCheckpointer):
             f.flush()
             os.fsync(f.fileno())
         os.replace(path + ".tmp", path)
+
+
+def _not_finite(value) -> bool:
+    """Whether a floating-point tensor or array of a checkpoint holds NaN or inf."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "fc" and not np.isfinite(value).all()
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
 
 
 class RNGState:

@@ -1,5 +1,8 @@
-"""yacs configuration shared by the DETR family (``add_detr_config`` and the helpers variants build on)."""
+"""yacs configuration shared by the DETR family (``add_detr_config`` and the helpers variants build on), and the
+checks of integer settings both config systems run when a config is read."""
 from __future__ import annotations
+
+from typing import Callable, Mapping
 
 from detectron2.config import CfgNode as CN
 from detectron2.modeling import build_backbone
@@ -16,7 +19,50 @@ __all__ = [
     "base_from_config",
     "criterion_from_node",
     "transformer_kwargs",
+    "check_integers",
+    "check_lazy_config",
+    "LAZY_CONFIG_INTEGERS",
 ]
+
+_ABSENT = object()
+
+#: LazyConfig keys that must hold an integer, and its least value; ``None`` is accepted where fvcore
+#: accepts it (keep every checkpoint).
+LAZY_CONFIG_INTEGERS = {
+    "model.num_classes": 1,
+    "model.num_queries": 1,
+    "train.max_iter": 1,
+    "train.checkpointer.period": 1,
+    "train.checkpointer.max_to_keep": 1,
+    "train.eval_period": 0,
+    "train.log_period": 1,
+    "train.metrics_window": 1,
+    "dataloader.train.total_batch_size": 1,
+    "dataloader.train.num_workers": 0,
+    "dataloader.test.num_workers": 0,
+}
+_NONE_ALLOWED = {"train.checkpointer.max_to_keep"}
+#: keys of a yacs variant node (``cfg.MODEL.<VARIANT>``) that must hold an integer, and its least value
+YACS_NODE_INTEGERS = {"NUM_CLASSES": 1, "NUM_OBJECT_QUERIES": 1, "HIDDEN_DIM": 1, "NHEADS": 1, "DEC_LAYERS": 1}
+
+
+def check_integers(get: Callable[[str], object], least: Mapping[str, int], source: str, prefix: str = "") -> None:
+    """Refuse a setting that is not an integer of at least ``least[key]`` (a typo such as ``max_iter=abc``,
+    a period of 0, no queries), naming ``source`` (the config file), the key and the value. ``get(key)``
+    returns the value or ``_ABSENT`` for keys the config does not have."""
+    for key, lowest in least.items():
+        value = get(key)
+        if value is _ABSENT or (value is None and prefix + key in _NONE_ALLOWED):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise ValueError(f"{source}: {prefix}{key}={value!r} must be an integer >= {lowest}")
+
+
+def check_lazy_config(cfg, source: str) -> None:
+    """:func:`check_integers` for :data:`LAZY_CONFIG_INTEGERS` of a loaded LazyConfig (overrides applied)."""
+    from omegaconf import OmegaConf
+
+    check_integers(lambda key: OmegaConf.select(cfg, key, default=_ABSENT), LAZY_CONFIG_INTEGERS, source)
 
 # torchvision ImageNet statistics on the 0-255 scale, RGB: the pretrained R-50.pkl expects these.
 TORCHVISION_PIXEL_MEAN = [123.675, 116.280, 103.530]
@@ -98,6 +144,8 @@ def criterion_from_node(node: CN, loss_class: str) -> SetCriterion:
 def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
     """Keyword arguments every DETR-family meta-architecture reads from a yacs config and its node: those of
     :class:`DETRMetaArch` plus ``position_encoding`` and ``num_queries``."""
+    name = next((k for k, v in cfg.MODEL.items() if v is node), "<VARIANT>")
+    check_integers(lambda key: node.get(key, _ABSENT), YACS_NODE_INTEGERS, "yacs config", f"MODEL.{name}.")
     backbone = build_backbone(cfg)
     if cfg.MODEL.RESNETS.RES5_DILATION == 2:  # DC5 as the official models build it
         torchvision_dc5_(backbone)

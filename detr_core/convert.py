@@ -10,14 +10,14 @@ only if it fits the target model exactly.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import pickle
 import re
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import torch
+
+from .checkpointer import CheckpointReadError, read_checkpoint
 
 __all__ = [
     "load_official_checkpoint",
@@ -48,10 +48,6 @@ logger = logging.getLogger(__name__)
 
 CONVERTERS: Dict[str, Callable[..., Dict[str, torch.Tensor]]] = {}
 
-# Non-tensor objects official training checkpoints pickle besides the weights (main.py saves ``args``).
-SAFE_GLOBALS = [argparse.Namespace]
-
-
 class ConversionError(RuntimeError):
     """An official checkpoint does not map exactly onto the model."""
 
@@ -67,26 +63,15 @@ def register_converter(name: str):
 
 
 def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """The ``model`` state dict of an official checkpoint, loaded without executing arbitrary pickled code.
-
-    ``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; ``argparse.Namespace``
-    (the ``args`` official scripts save) is explicitly allowed. Anything else is refused with an error that
-    names the file and the offending global.
+    """The ``model`` state dict of an official checkpoint, loaded without executing arbitrary pickled code
+    (:func:`detr_core.checkpointer.read_checkpoint`: ``torch.load(weights_only=True)``, ``argparse.Namespace``
+    allowed for the ``args`` official scripts save). Anything else is refused with an error that names the
+    file and the offending global.
     """
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    except pickle.UnpicklingError as e:
-        refused = re.search(r"GLOBAL (\S+)", str(e))
-        what = f"it pickles {refused.group(1)}" if refused else str(e).splitlines()[0]
-        raise ConversionError(
-            f"refused to load checkpoint {path}: {what}, and only tensors, plain containers and "
-            f"{', '.join(g.__module__ + '.' + g.__name__ for g in SAFE_GLOBALS)} are allowed"
-        ) from None
-    except Exception as e:  # truncated or not a torch file
-        raise ConversionError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        ckpt = read_checkpoint(path)
+    except CheckpointReadError as e:
+        raise ConversionError(str(e)) from None
     state = ckpt.get("model", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: expected a state dict (or a dict with a 'model' state dict)")

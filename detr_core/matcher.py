@@ -81,6 +81,13 @@ class HungarianMatcher(nn.Module):
                 box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
             )
         cost = cost.view(num_levels, bsz, num_queries, -1).cpu().numpy()
+        if not np.isfinite(cost).all():  # scipy would fail with "matrix contains invalid numeric entries"
+            level, image = np.argwhere(~np.isfinite(cost))[0][:2]
+            raise FloatingPointError(
+                f"Hungarian matcher: NaN or infinite matching cost for image {image} of the batch at decoder level "
+                f"{level}: the predictions (pred_logits / pred_boxes) are not finite, so the model diverged or "
+                "its weights hold NaN; lower the learning rate, or check the checkpoint it started from"
+            )
 
         offsets = np.cumsum([0] + sizes)
         result = []

@@ -136,15 +136,31 @@ class DETRMetaArch(nn.Module):
     # ------------------------------------------------------------------ inputs
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalise and pad the images of a batch (bottom/right) into an ImageList."""
+        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
+            raise ValueError(
+                f"expected a non-empty list of dicts, one per image ({{'image': (C, H, W) tensor, ...}}), got "
+                f"{batched_inputs!r:.80}"
+            )
         images = []
-        for x in batched_inputs:
-            image = x["image"]
+        for i, x in enumerate(batched_inputs):
+            name = x.get("file_name", f"batched_inputs[{i}]") if isinstance(x, dict) else f"batched_inputs[{i}]"
+            image = x.get("image") if isinstance(x, dict) else None
+            if not isinstance(image, torch.Tensor):
+                got = "no 'image' key" if image is None else f"a {type(image).__module__}.{type(image).__name__}"
+                raise TypeError(
+                    f"image {name}: expected a dict whose 'image' is a torch.Tensor (C, H, W), got {got}; "
+                    "a (H, W, C) numpy array converts with torch.as_tensor(array.transpose(2, 0, 1).copy())"
+                )
             if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
                 raise ValueError(
-                    f"image {x.get('file_name', '<unnamed>')}: expected a ({self.pixel_mean.shape[0]}, H, W) "
+                    f"image {name}: expected a ({self.pixel_mean.shape[0]}, H, W) "
                     f"tensor in {self.input_format}, got shape {tuple(image.shape)}"
                 )
-            images.append((image.to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std)
+            if image.is_floating_point() and not torch.isfinite(image).all():  # before BatchNorm sees it
+                raise FloatingPointError(f"image {name}: holds NaN or infinite pixel values")
+            # any integer or float dtype (float64 included) is normalised in the model's dtype
+            image = image.to(self.device, self.pixel_mean.dtype, non_blocking=True)
+            images.append((image - self.pixel_mean) / self.pixel_std)
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def backbone_features(self, images: ImageList) -> List[Tuple[torch.Tensor, torch.Tensor]]:

@@ -13,6 +13,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from .checkpointer import AtomicCheckpointer
+from .config import check_lazy_config
 from .runtime import import_variants, resolve_device
 
 __all__ = ["Predictor"]
@@ -28,12 +29,26 @@ class Predictor:
         weights: a checkpoint of exactly this model (a converted official checkpoint, ``model_final.pth``,
             a ``detectron2://`` URL); every key must be there with the model's shape, otherwise
             :class:`~detr_core.checkpointer.CheckpointMismatchError` lists what does not fit (a checkpoint of
-            another variant never leaves random heads behind). Empty: keep the random initialisation.
+            another variant never leaves random heads behind). Empty: refused unless ``allow_random_init``.
         device: ``"auto"`` (cuda when available), ``"cpu"`` or ``"cuda"``.
         opts: LazyConfig overrides ``key=value`` (ignored for yacs: merge them into the node yourself).
+        allow_random_init: keep the random initialisation when ``weights`` is empty (tests, FLOP counts,
+            export checks); without it a predictor never runs a model nobody trained.
     """
 
-    def __init__(self, config: Union[str, CfgNode, object], weights: str = "", device: str = "auto", opts: Sequence[str] = ()):
+    def __init__(
+        self,
+        config: Union[str, CfgNode, object],
+        weights: str = "",
+        device: str = "auto",
+        opts: Sequence[str] = (),
+        allow_random_init: bool = False,
+    ):
+        if not weights and not allow_random_init:
+            raise ValueError(
+                "Predictor needs weights (a checkpoint of the config's model); pass allow_random_init=True "
+                "(tools: --random-weights) to run a randomly initialised model on purpose"
+            )
         import_variants()
         self.device = resolve_device(device)
         if isinstance(config, CfgNode):
@@ -43,11 +58,13 @@ class Predictor:
             self.augmentations = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
             self.dataset_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
         else:
+            source = config
             if isinstance(config, str):
                 if not os.path.isfile(config):
                     raise FileNotFoundError(f"config file not found: {config}")
                 config = LazyConfig.load(config)
             cfg = LazyConfig.apply_overrides(config, list(opts))
+            check_lazy_config(cfg, source if isinstance(source, str) else "config")
             self.model = instantiate(cfg.model).to(self.device)
             self.augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
             self.dataset_name = cfg.dataloader.test.dataset.names

@@ -26,7 +26,28 @@ from torchvision.ops import box_convert, clip_boxes_to_image
 
 from .outputs import DecoderOutput
 
-__all__ = ["decoder_outputs", "best_queries", "boxes_to_pixels", "level_to_image", "visualize"]
+__all__ = ["decoder_outputs", "best_queries", "boxes_to_pixels", "level_to_image", "visualize", "drawing_paths"]
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def drawing_paths(files: Sequence[str], output: str) -> List[str]:
+    """The file each input image is drawn into by the tools: ``output`` itself for one input and an image
+    file name, otherwise ``output/<input file name>``. Refuses, before anything is written, an output that
+    would replace an input image and two inputs that would write the same file (naming both)."""
+    single = len(files) == 1 and output.lower().endswith(IMAGE_EXTENSIONS)
+    outs = [output] if single else [os.path.join(output, os.path.basename(f)) for f in files]
+    inputs = {os.path.realpath(f): f for f in files}
+    seen: Dict[str, str] = {}
+    for src, dst in zip(files, outs):
+        real = os.path.realpath(dst)
+        if real in inputs:
+            raise ValueError(f"--output {output}: drawing {src} would overwrite input {inputs[real]}; choose another --output")
+        if real in seen:
+            raise ValueError(f"{seen[real]} and {src} would both be drawn into {dst}; draw them into different --output folders")
+        seen[real] = src
+    return outs
 
 LAYER_COLOURS = ["#ffffff", "#00ffff", "#ffff00", "#ff00ff", "#ff7f0e", "#7fff00"]
 # One colour per salient point / head (tab10); reference boxes and detections one colour per query.

@@ -72,7 +72,7 @@ def run_command(name: str, seed: int, args) -> tuple:
         os.path.join(ROOT, "train_net.py"),
         "--config-file",
         os.path.join(ROOT, VARIANTS[name]),
-        *(["--resume"] if resume else []),
+        "--resume" if resume else "--overwrite",  # no checkpoint yet: start this run's folder afresh
         f"train.output_dir={run_dir}",
         f"train.init_checkpoint={args.backbone}",
         f"train.max_iter={args.max_iter}",

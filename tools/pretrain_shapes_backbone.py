@@ -53,10 +53,10 @@ def backbone_record(max_iter: int = DEFAULT_ITERATIONS, batch_size: int = 16, lr
 def check_backbone_file(path: str, expected: dict) -> None:
     """Refuse a backbone file that is not what :func:`pretrain` makes now (other data, backbone or pretext),
     naming the file and what differs."""
-    import torch
+    from detr_core.checkpointer import read_checkpoint
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(path)
     except Exception as e:  # noqa: BLE001  (any unreadable file gets the same message)
         raise SystemExit(f"{path}: cannot read the backbone checkpoint ({e}); delete it to make a new one") from e
     found = checkpoint.get("shapes_backbone") if isinstance(checkpoint, dict) else None

@@ -21,7 +21,8 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="a LazyConfig of any variant")
-    parser.add_argument("--weights", default="", help="checkpoint of that config's model (default: random init)")
+    parser.add_argument("--weights", default="", help="checkpoint of that config's model")
+    parser.add_argument("--random-weights", action="store_true", help="draw a randomly initialised model on purpose")
     parser.add_argument("--dataset", default=None, help="dataset to take the image from (default: the config's test set)")
     parser.add_argument("--index", type=int, default=0, help="image index in --dataset")
     parser.add_argument("--image", default="", help="an image file instead of a dataset image")
@@ -30,6 +31,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="LazyConfig overrides, key=value")
     args = parser.parse_args(argv)
+    if not args.weights and not args.random_weights:
+        parser.error("no weights: pass --weights <checkpoint of the config's model> (or --random-weights)")
+    if args.image and os.path.realpath(args.image) == os.path.realpath(args.output):
+        parser.error(f"--output {args.output} would overwrite --image {args.image}; choose another --output")
 
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data import transforms as T
@@ -38,7 +43,7 @@ def main(argv=None) -> int:
     from detr_core.visualize import visualize
     from detr_core.predictor import Predictor
 
-    predictor = Predictor(args.config_file, args.weights, args.device, args.opts)
+    predictor = Predictor(args.config_file, args.weights, args.device, args.opts, allow_random_init=args.random_weights)
     dataset = args.dataset or predictor.dataset_name
     if args.image:
         if not os.path.isfile(args.image):

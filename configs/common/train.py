@@ -5,6 +5,8 @@ train = dict(
     # Loading init_checkpoint fails on unexpected keys or shape mismatches (e.g. another variant's
     # checkpoint) with a report; True only warns (e.g. fine-tuning with another number of classes).
     allow_checkpoint_mismatch=False,
+    # --eval-only (and the tools) refuse to run without weights; True evaluates a random model on purpose.
+    allow_random_init=False,
     max_iter=90000,
     device="auto",  # cuda when available, else cpu
     seed=-1,  # >= 0: seed every RNG (seed + rank), as detectron2's default_setup does

@@ -274,6 +274,11 @@ class DETRDatasetMapper(DatasetMapper):
                     f"{expected}. Register the dataset so that its ids are mapped "
                     "(thing_dataset_id_to_contiguous_id), or fix the annotation."
                 )
+            bbox = obj.get("bbox")
+            if not isinstance(bbox, (list, tuple, np.ndarray)) or len(bbox) != 4 or not all(
+                isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in bbox
+            ):
+                raise ValueError(f"{file_name}: {ann} has bbox={bbox!r}; expected 4 numbers [x, y, w, h]")
             box = np.asarray(
                 BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS),
                 dtype=np.float64,

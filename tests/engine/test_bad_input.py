@@ -10,7 +10,6 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
-from detectron2.engine import default_argument_parser
 from detectron2.structures import BoxMode
 from PIL import Image
 
@@ -100,7 +99,7 @@ def test_training_set_without_annotations_is_refused(tmp_path):
 
 
 def parse(*argv):
-    return default_argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *argv])
+    return train_net.argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *argv])
 
 
 def test_unknown_override_key_is_named_with_suggestions():
@@ -187,3 +186,105 @@ def test_bf16_autocast_training_on_cpu_keeps_matching_and_losses_in_float32(vari
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_iter=abc", r"train.max_iter='abc' must be an integer >= 1"),
+        ("train.max_iter=2.5", r"train.max_iter=2.5 must be an integer >= 1"),
+        ("train.checkpointer.period=0", r"train.checkpointer.period=0 must be an integer >= 1"),
+        ("model.num_queries=0", r"model.num_queries=0 must be an integer >= 1"),
+        ("model.num_classes=-1", r"model.num_classes=-1 must be an integer >= 1"),
+        ("dataloader.train.total_batch_size=0", r"dataloader.train.total_batch_size=0 must be an integer >= 1"),
+        ("train.log_period=0", r"train.log_period=0 must be an integer >= 1"),
+        ("train.eval_period=-5", r"train.eval_period=-5 must be an integer >= 0"),
+        ("dataloader.train.num_workers=-1", r"dataloader.train.num_workers=-1 must be an integer >= 0"),
+    ],
+)
+def test_wrong_setting_values_are_refused_before_anything_is_written(tmp_path, override, message):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=rf"configs/detr/detr_shapes.py: {message}"):
+        train_net.setup(parse(override, f"train.output_dir={out}"))
+    assert not out.exists()
+
+
+def test_yacs_node_with_no_classes_is_named():
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from detr_core import add_detr_config
+
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.DEVICE = "DETR", "cpu"
+    cfg.MODEL.DETR.NUM_CLASSES = 0
+    with pytest.raises(ValueError, match=r"MODEL.DETR.NUM_CLASSES=0 must be an integer >= 1"):
+        build_model(cfg)
+
+
+def test_eval_only_without_weights_is_refused_unless_asked(tmp_path):
+    with pytest.raises(ValueError, match=r"--eval-only needs weights: set train.init_checkpoint"):
+        train_net.setup(parse("--eval-only", "train.init_checkpoint=", f"train.output_dir={tmp_path / 'e'}"))
+    assert not (tmp_path / "e").exists()
+    cfg = train_net.setup(parse("--eval-only", "train.init_checkpoint=", "train.allow_random_init=True",
+                                f"train.output_dir={tmp_path / 'e'}"))
+    assert cfg.train.allow_random_init is True
+
+
+def test_num_classes_smaller_than_a_coco_json_dataset_is_named_up_front(tmp_path):
+    name = "three_class_json_train"
+    categories = [{"id": i, "name": f"c{i}"} for i in (1, 2, 3)]
+    ann = {"id": 1, "image_id": 1, "bbox": [1, 1, 10, 10], "category_id": 1, "iscrowd": 0, "area": 100}
+    if name not in DatasetCatalog.list():  # class names known only once the json is read
+        register_coco_instances(name, {}, write_coco_json(tmp_path / "three.json", [ann], categories), str(tmp_path))
+    cfg = train_net.setup(parse("model.num_classes=2", f"dataloader.train.dataset.names={name}",
+                                f"train.output_dir={tmp_path / 'run'}"))
+    with pytest.raises(ValueError, match=rf"model.num_classes=2 is smaller than the 3 classes of dataset '{name}'"):
+        train_net.check_num_classes(cfg)
+
+
+@pytest.mark.parametrize("bbox", [["4", 4, 20, 20], [4, 4, 20], None])
+def test_a_bbox_that_is_not_four_numbers_is_named(tmp_path, bbox):
+    save_image(tmp_path / "a.png")
+    rec = record(tmp_path / "a.png")
+    rec["annotations"][0]["bbox"] = bbox
+    with pytest.raises(ValueError, match=rf"a\.png: annotation id=5 has bbox=.*expected 4 numbers"):
+        mapper()(rec)
+
+
+def test_python_api_misuse_is_named():
+    model = tiny("detr").eval()
+    image = torch.rand(3, 40, 50) * 255
+    with pytest.raises(ValueError, match="expected a non-empty list of dicts"):
+        model([])
+    with pytest.raises(TypeError, match=r"batched_inputs\[0\]: .*got a numpy.ndarray.*torch.as_tensor"):
+        model([{"image": image.permute(1, 2, 0).numpy()}])
+    with pytest.raises(TypeError, match=r"batched_inputs\[1\]: .*got no 'image' key"):
+        model([{"image": image}, {"img": image}])
+    with torch.no_grad():  # float64 is normalised in the model's dtype: the same detections as float32
+        ref = model([{"image": image}])[0]["instances"]
+        out = model([{"image": image.double()}])[0]["instances"]
+    torch.testing.assert_close(out.pred_boxes.tensor, ref.pred_boxes.tensor)
+    torch.testing.assert_close(out.scores, ref.scores)
+
+
+def test_nan_pixels_are_named_before_the_backbone_sees_them(two_image_batch):  # noqa: F811
+    model = tiny("detr").train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    two_image_batch[1]["image"] = two_image_batch[1]["image"].float()
+    two_image_batch[1]["image"][0, 2, 3] = float("nan")
+    two_image_batch[1]["file_name"] = "poisoned.png"
+    with pytest.raises(FloatingPointError, match="image poisoned.png: holds NaN or infinite pixel values"):
+        model(two_image_batch)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+
+
+def test_non_finite_predictions_reach_the_matcher_as_a_floating_point_error():
+    from detr_core.matcher import HungarianMatcher
+
+    logits, boxes = torch.zeros(2, 2, 5, 4), torch.rand(2, 2, 5, 4)
+    logits[1, 1, 3, 0] = float("nan")
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}] * 2
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite matching cost for image 1 of the batch at decoder level 1"):
+        HungarianMatcher()(logits, boxes, targets)

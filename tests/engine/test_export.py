@@ -54,5 +54,5 @@ def test_command_line(tmp_path, capsys):
     from tools import export as export_tool
 
     export_tool.main(["--config-file", "configs/detr/detr_shapes.py", "--output", str(tmp_path / "detr"),
-                 "--height", "64", "--width", "64", "--format", "torch"])
+                 "--height", "64", "--width", "64", "--format", "torch", "--random-weights"])
     assert "max |difference| vs PyTorch" in capsys.readouterr().out and (tmp_path / "detr.pt2").exists()

@@ -12,7 +12,7 @@ IMAGE = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
 
 
 def test_a_checkpoint_of_another_variant_is_refused(tmp_path):
-    other = Predictor("configs/cond_detr/cond_detr_shapes.py", device="cpu")
+    other = Predictor("configs/cond_detr/cond_detr_shapes.py", device="cpu", allow_random_init=True)
     path = str(tmp_path / "cond.pth")
     torch.save({"model": other.model.state_dict()}, path)
     with pytest.raises(CheckpointMismatchError, match=r"does not fit DETR"):
@@ -27,7 +27,8 @@ def test_a_checkpoint_of_another_variant_is_refused(tmp_path):
 
 def model_inputs(model_format):
     """The image tensors an RGB input and the same input as BGR reach the model with."""
-    predictor = Predictor("configs/detr/detr_shapes.py", device="cpu", opts=[f"model.input_format={model_format}"])
+    predictor = Predictor("configs/detr/detr_shapes.py", device="cpu", opts=[f"model.input_format={model_format}"],
+                          allow_random_init=True)
     seen = []
     original = predictor.model.preprocess_image
     predictor.model.preprocess_image = lambda batch: seen.append(batch[0]["image"]) or original(batch)
@@ -54,7 +55,14 @@ def test_a_yacs_config_builds_the_predictor():
     cfg.MODEL.DETR.NUM_CLASSES, cfg.MODEL.DETR.HIDDEN_DIM, cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 3, 32, 5
     cfg.MODEL.DETR.ENC_LAYERS = cfg.MODEL.DETR.DEC_LAYERS = 1
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 64, 96
-    predictor = Predictor(cfg, device="cpu")
+    predictor = Predictor(cfg, device="cpu", allow_random_init=True)
     instances = predictor(IMAGE)
     assert instances.image_size == (48, 64) and len(instances) == 5
     assert predictor.model.transformer.d_model == 32 and not predictor.model.training
+
+
+def test_no_weights_or_wrong_settings_are_refused():
+    with pytest.raises(ValueError, match=r"Predictor needs weights .*allow_random_init=True"):
+        Predictor("configs/detr/detr_shapes.py", device="cpu")
+    with pytest.raises(ValueError, match=r"configs/detr/detr_shapes.py: model.num_queries=0 must be an integer >= 1"):
+        Predictor("configs/detr/detr_shapes.py", device="cpu", opts=["model.num_queries=0"], allow_random_init=True)

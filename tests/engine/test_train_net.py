@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-from detectron2.engine import default_argument_parser
 
 import train_net
 from detr_core.data import register_shapes_variant
@@ -23,6 +22,7 @@ TINY_MODEL = [
     "dataloader.train.dataset.names=shapes_tiny_train",
     "dataloader.test.dataset.names=shapes_tiny_val",
     "train.log_period=1",
+    "train.init_checkpoint=",  # random initialisation: no pretrained backbone file needed
 ]
 
 
@@ -35,7 +35,7 @@ def tiny_data(tmp_path_factory):
 
 
 def run(*argv):
-    args = default_argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *argv])
+    args = train_net.argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *argv])
     return train_net.main(args)
 
 
@@ -70,7 +70,7 @@ def test_train_checkpoint_eval_twice_and_resume(tiny_data, tmp_path):
 
 def test_missing_config_file_is_named():
     with pytest.raises(FileNotFoundError, match="configs/nope.py"):
-        train_net.setup(default_argument_parser().parse_args(["--config-file", "configs/nope.py"]))
+        train_net.setup(train_net.argument_parser().parse_args(["--config-file", "configs/nope.py"]))
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -95,3 +95,74 @@ def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_data, tmp_pa
     saved = torch.load(out / "model_0000003.pth", weights_only=True)
     assert saved["iteration"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     assert not (out / "model_final.pth").exists()
+
+
+def metrics_iterations(out):
+    """Iterations of the training records of metrics.json (evaluation records left out)."""
+    with open(os.path.join(out, "metrics.json")) as f:
+        return [record["iteration"] for record in map(json.loads, f) if "total_loss" in record]
+
+
+def test_used_output_dir_resume_truncation_partial_files_and_overwrite(tiny_data, tmp_path):
+    out = str(tmp_path / "run")
+    common = [*TINY_MODEL, f"train.output_dir={out}", "train.checkpointer.period=2", "train.eval_period=100"]
+    run(*common, "train.max_iter=4")
+    final = os.path.join(out, "model_final.pth")
+    first = open(final, "rb").read()
+
+    # the same directory again without --resume: refused, nothing of the first run touched
+    with pytest.raises(FileExistsError, match=rf"train.output_dir={out} already holds a run .*--resume.*--overwrite"):
+        run(*common, "train.max_iter=4")
+    assert open(final, "rb").read() == first
+
+    # a kill after iteration 5 (checkpoint at 3) left records of 4 and 5, half a record and temporary files
+    with open(os.path.join(out, "metrics.json"), "a") as f:
+        f.write('{"iteration": 4, "total_loss": 1.0}\n{"iteration": 5, "total_loss": 1.0}\n{"iterat')
+    for name in (".tmp-model_0000005.pth", "last_checkpoint.tmp"):
+        open(os.path.join(out, name), "wb").write(b"partial")
+    run("--resume", *common, "train.max_iter=6")
+    assert metrics_iterations(out) == [0, 1, 2, 3, 4, 5]  # each once: the replayed 4 and 5 replaced
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+
+    # --overwrite: a fresh run, no record or checkpoint of the earlier one left
+    run("--overwrite", *common, "train.max_iter=2")
+    assert metrics_iterations(out) == [0, 1]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth", "model_final.pth"]
+    assert len([f for f in os.listdir(out) if f.startswith("events.out.tfevents")]) == 1
+    assert torch.load(final, weights_only=True)["iteration"] == 1
+
+
+def test_pickled_payload_as_init_checkpoint_never_runs(tiny_data, tmp_path):
+    from detr_core.checkpointer import UnsafeCheckpointError
+    from tests.engine.test_safe_loading import write_payloads
+
+    marker = write_payloads(tmp_path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl: it pickles posix\.system"):
+        run(*TINY_MODEL, f"train.output_dir={tmp_path / 'run'}", f"train.init_checkpoint={tmp_path / 'evil.pkl'}",
+            "train.max_iter=2")
+    assert not marker.exists()
+    assert not list((tmp_path / "run").glob("*.pth")) and train_net.previous_run_files(str(tmp_path / "run")) == []
+
+
+def test_diverged_predictions_name_the_iteration(tiny_data, tmp_path, monkeypatch):
+    from detr_core.matcher import HungarianMatcher
+
+    real_forward = HungarianMatcher.forward
+    calls = {"n": 0}
+
+    def nan_predictions_at_iteration_2(self, pred_logits, pred_boxes, targets):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            pred_logits = pred_logits * float("nan")
+        return real_forward(self, pred_logits, pred_boxes, targets)
+
+    monkeypatch.setattr(HungarianMatcher, "forward", nan_predictions_at_iteration_2)
+    with pytest.raises(FloatingPointError, match=r"training iteration 2: Hungarian matcher: NaN or infinite matching cost"):
+        run(*TINY_MODEL, f"train.output_dir={tmp_path / 'run'}", "train.max_iter=4", "train.eval_period=100")
+
+
+def test_help_describes_what_train_net_accepts():
+    text = train_net.argument_parser().format_help()
+    for expected in ("key=value", "--overwrite", "train.allow_random_init=True", "+key=value", "--resume"):
+        assert expected in text
+    assert "Yacs" not in text and "KEY VALUE" not in text

@@ -58,9 +58,9 @@ def test_command_line_on_an_image_file(tmp_path):
     output = tmp_path / "cond.png"
     visualize_attention.main(
         ["--config-file", "configs/cond_detr/cond_detr_shapes.py", "--image", str(tmp_path / "in.png"),
-         "--output", str(output), "--queries", "2"]
+         "--output", str(output), "--queries", "2", "--random-weights"]
     )
     assert output.stat().st_size > 2000
     with pytest.raises(FileNotFoundError, match="missing.png"):
         visualize_attention.main(["--config-file", "configs/cond_detr/cond_detr_shapes.py",
-                                  "--image", str(tmp_path / "missing.png")])
+                                  "--image", str(tmp_path / "missing.png"), "--random-weights"])
