@@ -116,3 +116,24 @@ def test_a_missing_file_is_named(tmp_path):
     for name in ("missing.safetensors", "missing.pth"):
         with pytest.raises(FileNotFoundError, match=name):
             load_checkpoint_file(str(tmp_path / name))
+
+
+def test_hf_backbones_get_the_official_names():
+    """The hub checkpoints hold timm's ResNet (torchvision's names) under transformers 4's prefix; transformers'
+    own ResNet (embedder / encoder.stages) is renamed block by block."""
+    from detr_core.convert import torchvision_backbone_from_hf
+
+    t = torch.zeros(1)
+    state = {
+        "model.backbone.conv_encoder.model.layer3.5.downsample.1.running_var": t,  # timm, transformers 4
+        "model.backbone.model.conv1.weight": t,  # timm, transformers 5
+        "model.backbone.model.embedder.embedder.normalization.bias": t,
+        "model.backbone.model.encoder.stages.1.layers.0.shortcut.convolution.weight": t,
+        "model.backbone.model.encoder.stages.3.layers.2.layer.2.normalization.running_mean": t,
+        "model.input_projection.weight": t,
+    }
+    assert set(torchvision_backbone_from_hf(state)) == {
+        "backbone.0.body.layer3.5.downsample.1.running_var", "backbone.0.body.conv1.weight",
+        "backbone.0.body.bn1.bias", "backbone.0.body.layer2.0.downsample.0.weight",
+        "backbone.0.body.layer4.2.bn3.running_mean", "model.input_projection.weight",
+    }
