@@ -1,5 +1,10 @@
 """Conversion of official DETR-family checkpoints to this project's models, and their safe loading.
 
+Checkpoints of the same models in other key layouts (HuggingFace ``transformers``, detrex) are first renamed
+to the official layout by an adapter the variant registers with :func:`register_layout`
+(:func:`detect_layout` tells the layouts apart), and then go through the same official conversion and
+checks. A SHA-256 given with the file is verified before anything is read (:func:`verify_sha256`).
+
 Every variant's converter (``<variant>/convert.py``, registered with :func:`register_converter`) does the same
 three things through :func:`convert_official`: the torchvision ResNet backbone is validated and renamed to
 detectron2's names (:func:`split_backbone`), every other key is checked against the official layout the
@@ -10,6 +15,7 @@ only if it fits the target model exactly.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -38,6 +44,20 @@ __all__ = [
     "check_state_dict",
     "convert_checkpoint",
     "register_converter",
+    "register_layout",
+    "LAYOUTS",
+    "LAYOUT_ADAPTERS",
+    "detect_layout",
+    "load_checkpoint_file",
+    "verify_sha256",
+    "rename_by_rules",
+    "pack_in_proj",
+    "torchvision_backbone_from_hf",
+    "torchvision_backbone_from_detectron2",
+    "DETREX_CONDITIONAL_RULES",
+    "CONDITIONAL_PROJ",
+    "CONDITIONAL_PROJ_NAMES",
+    "official_from_detrex",
     "official_detr_keys",
     "convert_detr",
     "CONVERTERS",
@@ -47,6 +67,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONVERTERS: Dict[str, Callable[..., Dict[str, torch.Tensor]]] = {}
+#: ``(variant, layout) -> fn(state) -> state in the official layout`` for the non-official layouts.
+LAYOUT_ADAPTERS: Dict[Tuple[str, str], Callable[[Mapping[str, torch.Tensor]], Dict[str, torch.Tensor]]] = {}
+#: the key layouts a checkpoint can come in: the authors' code, HuggingFace transformers, detrex
+LAYOUTS = ("official", "hf", "detrex")
 
 class ConversionError(RuntimeError):
     """An official checkpoint does not map exactly onto the model."""
@@ -60,6 +84,191 @@ def register_converter(name: str):
         return fn
 
     return wrap
+
+
+def register_layout(variant: str, layout: str):
+    """Decorator registering ``fn(state) -> state`` that renames a ``layout`` checkpoint of ``variant`` to the
+    official layout (the official converter then checks and converts it)."""
+    if layout not in LAYOUTS[1:]:
+        raise ValueError(f"unknown layout {layout!r}; adapters exist for {LAYOUTS[1:]}")
+
+    def wrap(fn):
+        LAYOUT_ADAPTERS[(variant, layout)] = fn
+        return fn
+
+    return wrap
+
+
+def verify_sha256(path: str, expected: str) -> str:
+    """Check the SHA-256 of ``path`` against ``expected`` (the full 64 hex digits or a prefix of at least 8,
+    as the hash in torch.hub file names); returns the full digest. Raises ConversionError on a mismatch."""
+    expected = expected.strip().lower()
+    if len(expected) < 8 or len(expected) > 64 or not re.fullmatch(r"[0-9a-f]+", expected):
+        raise ConversionError(f"--sha256 {expected!r}: expected 8 to 64 hexadecimal digits")
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    actual = digest.hexdigest()
+    if not actual.startswith(expected):
+        raise ConversionError(
+            f"{path}: SHA-256 {actual} does not match the expected {expected}: the download is incomplete or "
+            "another file"
+        )
+    return actual
+
+
+def load_checkpoint_file(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict in ``path``: ``.safetensors`` through the ``safetensors`` package (tensors only by
+    design), anything else through :func:`load_official_checkpoint` (``weights_only=True``)."""
+    if not path.endswith(".safetensors"):
+        return load_official_checkpoint(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ConversionError(f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)") from None
+    try:
+        return dict(load_file(path, device="cpu"))
+    except Exception as e:
+        raise ConversionError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from e
+
+
+_HF_BACKBONES = ("model.backbone.conv_encoder.model.", "model.backbone.model.")
+
+
+def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """``"official"``, ``"hf"`` or ``"detrex"`` from the keys; ConversionError for anything else (this
+    project's own checkpoints included: they load directly)."""
+    keys = list(state)
+    if any(k.startswith(BACKBONE_PREFIX) for k in keys):
+        return "official"
+    if any(k.startswith(_HF_BACKBONES) for k in keys):
+        return "hf"
+    detectron2_backbone = any(k.startswith(("backbone.stem.", "backbone.res")) for k in keys)
+    if detectron2_backbone and any(".attentions.0." in k for k in keys):
+        return "detrex"
+    if detectron2_backbone:
+        raise ConversionError(
+            "the checkpoint has detectron2 backbone names but no detrex transformer: it looks like one of this "
+            "project's checkpoints already (load it with train.init_checkpoint=... / --weights)"
+        )
+    raise ConversionError(
+        f"unknown checkpoint layout (first keys: {keys[:3]}); expected the official ({BACKBONE_PREFIX}...), "
+        f"HuggingFace ({_HF_BACKBONES[0]}...) or detrex (backbone.res2..., ...attentions.0...) layout"
+    )
+
+
+def rename_by_rules(state: Mapping[str, torch.Tensor], rules: Iterable[Tuple[str, str]]) -> Dict[str, torch.Tensor]:
+    """Rename every key by the first ``(pattern, replacement)`` regex rule that matches it (``re.sub``, once);
+    keys no rule matches keep their names, so the official check reports them as leftovers."""
+    compiled = [(re.compile(p), r) for p, r in rules]
+    out = {}
+    for key, value in state.items():
+        new = next((pattern.sub(repl, key, count=1) for pattern, repl in compiled if pattern.search(key)), key)
+        if new in out:
+            raise ConversionError(f"two keys map to {new!r} (the second is {key!r})")
+        out[new] = value
+    return out
+
+
+def pack_in_proj(state: Dict[str, torch.Tensor], attention: str) -> None:
+    """In place: ``{attention}.q_proj/k_proj/v_proj.{weight,bias}`` → the packed ``in_proj_weight/bias`` of
+    ``nn.MultiheadAttention`` (rows q, k, v), for every attention whose name matches the regex ``attention``."""
+    pattern = re.compile(rf"^({attention})\.q_proj\.(weight|bias)$")
+    for key in [k for k in state if pattern.match(k)]:
+        prefix, kind = pattern.match(key).groups()
+        parts = [f"{prefix}.{p}_proj.{kind}" for p in ("q", "k", "v")]
+        missing = [p for p in parts if p not in state]
+        if missing:
+            raise ConversionError(f"{prefix}: missing {missing} to pack into in_proj_{kind}")
+        state[f"{prefix}.in_proj_{kind}"] = torch.cat([state.pop(p) for p in parts], dim=0)
+
+
+_HF_RESNET_RULES = [
+    (r"^embedder\.embedder\.convolution\.", "conv1."),
+    (r"^embedder\.embedder\.normalization\.", "bn1."),
+    (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.shortcut\.convolution\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.0."),
+    (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.shortcut\.normalization\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.1."),
+    (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.layer\.(\d)\.convolution\.",
+     lambda m: f"layer{int(m[1]) + 1}.{m[2]}.conv{int(m[3]) + 1}."),
+    (r"^encoder\.stages\.(\d)\.layers\.(\d+)\.layer\.(\d)\.normalization\.",
+     lambda m: f"layer{int(m[1]) + 1}.{m[2]}.bn{int(m[3]) + 1}."),
+]
+
+
+def torchvision_backbone_from_hf(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The backbone of a HuggingFace DETR-family checkpoint under the official names (``backbone.0.body.`` +
+    torchvision ResNet names), the other entries unchanged. Both backbones transformers builds are read:
+    timm's ResNet (``use_timm_backbone=True``, the hub checkpoints; its names are torchvision's) and
+    transformers' own ResNet (``embedder`` / ``encoder.stages``)."""
+    out = {}
+    for key, value in state.items():
+        prefix = next((p for p in _HF_BACKBONES if key.startswith(p)), None)
+        if prefix is None:
+            out[key] = value
+            continue
+        local = key[len(prefix):]
+        for pattern, repl in _HF_RESNET_RULES:
+            if re.match(pattern, local):
+                local = re.sub(pattern, repl, local, count=1)
+                break
+        out[BACKBONE_PREFIX + local] = value
+    return out
+
+
+_D2_STAGE = re.compile(r"^res(\d)\.")
+
+
+def torchvision_backbone_from_detectron2(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The inverse of :func:`convert_backbone_key` for every ``backbone.*`` key (detectron2 ResNet names, as
+    detrex checkpoints hold): official ``backbone.0.body.`` torchvision names; the other entries unchanged."""
+    out = {}
+    for key, value in state.items():
+        if not key.startswith("backbone."):
+            out[key] = value
+            continue
+        k = key[len("backbone."):]
+        k = k.replace("shortcut.norm", "downsample.1").replace("shortcut", "downsample.0")
+        k = re.sub(r"\bconv(\d)\.norm\b", r"bn\1", k)
+        k = k[len("stem."):] if k.startswith("stem.") else _D2_STAGE.sub(lambda m: f"layer{int(m[1]) - 1}.", k)
+        out[BACKBONE_PREFIX + k] = value
+    return out
+
+
+_LAYER = r"^(transformer\.(?:en|de)coder\.layers\.\d+)\."
+#: long names of the conditional-attention projections (detrex, transformers' DAB-DETR) → the official short ones
+CONDITIONAL_PROJ_NAMES = {"query_content": "qcontent", "query_pos": "qpos", "key_content": "kcontent",
+                          "key_pos": "kpos", "value": "v", "query_pos_sine": "qpos_sine"}
+#: a regex group matching any of them (longest first)
+CONDITIONAL_PROJ = "(" + "|".join(sorted(CONDITIONAL_PROJ_NAMES, key=len, reverse=True)) + ")"
+#: detrex's names (its BaseTransformerLayer: ``attentions.i``, ``ffns.0``, ``norms.i``; ``post_norm_layer``) →
+#: the official Conditional DETR / DAB-DETR names, as detrex's own converter of the official checkpoints
+#: renames them the other way.
+DETREX_CONDITIONAL_RULES = [
+    (r"^(transformer\.encoder\.layers\.\d+)\.attentions\.0\.attn\.", r"\1.self_attn."),
+    (_LAYER + r"ffns\.0\.layers\.0\.0\.", r"\1.linear1."),
+    (_LAYER + r"ffns\.0\.layers\.0\.1\.", r"\1.activation."),
+    (_LAYER + r"ffns\.0\.layers\.1\.", r"\1.linear2."),
+    (_LAYER + r"norms\.(\d)\.", lambda m: f"{m[1]}.norm{int(m[2]) + 1}."),
+    (r"^(transformer\.decoder\.layers\.\d+)\.attentions\.0\." + CONDITIONAL_PROJ + r"_proj\.",
+     lambda m: f"{m[1]}.sa_{CONDITIONAL_PROJ_NAMES[m[2]]}_proj."),
+    (r"^(transformer\.decoder\.layers\.\d+)\.attentions\.0\.out_proj\.", r"\1.self_attn.out_proj."),
+    (r"^(transformer\.decoder\.layers\.\d+)\.attentions\.1\." + CONDITIONAL_PROJ + r"_proj\.",
+     lambda m: f"{m[1]}.ca_{CONDITIONAL_PROJ_NAMES[m[2]]}_proj."),
+    (r"^(transformer\.decoder\.layers\.\d+)\.attentions\.1\.out_proj\.", r"\1.cross_attn.out_proj."),
+    (r"^transformer\.decoder\.post_norm_layer\.", "transformer.decoder.norm."),
+]
+
+
+def official_from_detrex(state: Mapping[str, torch.Tensor], extra_rules=()) -> Dict[str, torch.Tensor]:
+    """A detrex Conditional DETR / DAB-DETR state dict renamed to the official layout (``extra_rules`` first:
+    the variant's own top-level names). Its class head keeps detrex's 80 rows, the model's classes."""
+    return torchvision_backbone_from_detectron2(rename_by_rules(state, list(extra_rules) + DETREX_CONDITIONAL_RULES))
 
 
 def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
@@ -316,23 +525,47 @@ def check_state_dict(converted: Mapping[str, torch.Tensor], model: torch.nn.Modu
         raise ConversionError("checkpoint does not match the model:\n" + "\n".join(lines))
 
 
-def convert_checkpoint(variant: str, src: str, dst: str, model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """Convert the official checkpoint ``src`` with the ``variant`` converter for ``model`` (its class count
-    decides the class rows), check it fits the model exactly, and write ``{"model": state}`` to ``dst``
-    atomically (nothing is written on any error).
+def convert_checkpoint(variant: str, src: str, dst: str, model: torch.nn.Module, layout: str = "auto",
+                       sha256: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Convert the checkpoint ``src`` with the ``variant`` converter for ``model`` (its class count decides the
+    class rows), check it fits the model exactly, and write ``{"model": state}`` to ``dst`` atomically
+    (nothing is written on any error).
+
+    Args:
+        layout: ``"official"``, ``"hf"``, ``"detrex"`` or ``"auto"`` (told by the keys: :func:`detect_layout`);
+            a layout that contradicts the keys is an error.
+        sha256: when given, the file's SHA-256 (or a prefix of at least 8 hex digits) is checked first.
 
     Raises:
         KeyError: unknown variant (import the variant packages first: :func:`detr_core.runtime.import_variants`).
-        ConversionError: the checkpoint does not map exactly onto the model.
+        ConversionError: a checksum mismatch, or the checkpoint does not map exactly onto the model; the
+            message names ``src``.
     """
     if variant not in CONVERTERS:
         raise KeyError(f"unknown variant {variant!r}; available: {sorted(CONVERTERS)}")
-    converted = CONVERTERS[variant](load_official_checkpoint(src), num_classes=model.num_classes)
-    check_state_dict(converted, model)
+    if layout not in ("auto",) + LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {('auto',) + LAYOUTS}")
+    if sha256:
+        verify_sha256(src, sha256)
+    state = load_checkpoint_file(src)
+    try:
+        found = detect_layout(state)
+        if layout not in ("auto", found):
+            raise ConversionError(f"its keys are in the {found} layout, not the {layout} layout asked for")
+        if found != "official":
+            if (variant, found) not in LAYOUT_ADAPTERS:
+                known = sorted(v for v, lay in LAYOUT_ADAPTERS if lay == found)
+                raise ConversionError(f"no {found}-layout converter for {variant} (there is one for {known})")
+            state = LAYOUT_ADAPTERS[(variant, found)](state)
+        converted = CONVERTERS[variant](state, num_classes=model.num_classes)
+        check_state_dict(converted, model)
+    except ConversionError as e:
+        raise ConversionError(f"{src}: {e}") from None
     model.load_state_dict(converted, strict=True)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = dst + ".tmp"
-    torch.save({"model": converted, "__author__": f"convert_official:{variant}", "matching_heuristics": False}, tmp)
+    torch.save({"model": converted, "__author__": f"convert_official:{variant}:{found}",
+                "matching_heuristics": False}, tmp)
     os.replace(tmp, dst)  # never leave a half-written output
     return converted
 

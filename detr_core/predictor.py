@@ -68,6 +68,11 @@ class Predictor:
             self.model = instantiate(cfg.model).to(self.device)
             self.augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
             self.dataset_name = cfg.dataloader.test.dataset.names
+            test_set = cfg.dataloader.test.dataset
+            if "json_file" in test_set and os.path.isfile(test_set.json_file):  # a self-registering COCO-format set
+                from detr_core.data import register_coco_format
+
+                register_coco_format(test_set.names, test_set.json_file, test_set.image_root)  # for class names
         self.model.eval()
         if weights:
             checkpointer = AtomicCheckpointer(self.model)

@@ -138,10 +138,14 @@ def _box_patch(plt, box: Sequence[float], colour: str, dashed: bool = False):
     return plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, lw=1.5, ls="--" if dashed else "-")
 
 
-def _show(ax, image, title, heat=None, cmap="jet", vmax=1.0):
+def _show(ax, image, title, heat=None, cmap="jet", vmax=1.0, label="weight / its maximum"):
+    """``image`` with ``heat`` (values in [0, vmax]) over it and a colour bar that says what the colours mean."""
     ax.imshow(image)
     if heat is not None:
-        ax.imshow(heat, cmap=cmap, alpha=0.5, vmin=0, vmax=vmax)
+        shown = ax.imshow(heat, cmap=cmap, alpha=0.5, vmin=0, vmax=vmax)
+        bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label(label, fontsize=6)
     ax.set_title(title, fontsize=7)
     ax.set_xlim(0, image.shape[1])
     ax.set_ylim(image.shape[0], 0)
@@ -216,7 +220,7 @@ def gaussian_figure(model, image: np.ndarray, out: Dict, num_queries: int, class
             f"Gaussian prior G (layer {layer % len(dec.log_prior)}, max over heads)",
             "co-attention (mean over heads)",
         )
-        heats = (None, (g_img, "magma"), (_normalised(a_img), "viridis"))
+        heats = (None, (g_img, "magma", 1.0, "G (1 at the centre)"), (_normalised(a_img), "viridis"))
         for ax, title, heat in zip(axes[row], titles, heats):
             _show(ax, image, title, *(heat or ()))
             ax.add_patch(_box_patch(plt, drawn[row].tolist(), "lime"))

@@ -28,7 +28,7 @@ __all__ = ["convert_smca_detr", "expected_official_keys"]
 
 def expected_official_keys(num_encoder_layers: int, num_decoder_layers: int, has_point3: bool,
                            center_mlp_layers: int = 3) -> List[str]:
-    """The non-backbone keys of the official single-scale layout (spec §6)."""
+    """The non-backbone keys of the official single-scale layout."""
     keys = linear_keys("input_proj") + ["query_embed.weight"] + linear_keys("class_embed") + mlp_keys("bbox_embed", 3)
     for i in range(num_encoder_layers):
         keys += encoder_layer_keys(f"transformer.encoder.layers.{i}")

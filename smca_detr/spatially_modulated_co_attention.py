@@ -6,7 +6,7 @@ logits of its cross-attention (the "co-attention" between object queries and ima
     C_i = softmax(K_iᵀ Q_i / √d + log G_i) V_i                                   (paper eq. 5-6)
     log G_i(x, y) = -(s_x,i² (x - c_x - Δc_x,i)² + s_y,i² (y - c_y - Δc_y,i)²) / β
 
-Faithful to the released single-scale code (spec §1-§4):
+Faithful to the released single-scale code:
 
 * ``out = LN4(tgt + query_pos)`` from the layer *input* (before self-attention) predicts everything
   spatial: head offsets Δc (``point2``, feature cells), scales s (``point3``), and, in layer 0 only,
@@ -183,7 +183,7 @@ class SMCADecoderLayer(DETRDecoderLayer):
             :class:`DecoderOutput`): with ``need_weights`` ``cross_attn``, ``log_prior`` (B, M, Q, HW) and
             ``points``, the per-head centres normalised to the unpadded image.
         """
-        # Everything spatial comes from out = LN4(tgt + query_pos), the layer's input (spec §2).
+        # Everything spatial comes from out = LN4(tgt + query_pos), the layer's input.
         out = self.norm4(tgt + query_pos)
         offsets = self.head_offsets(out)
         scale_weights = self.scale_weights(out)

@@ -240,6 +240,7 @@ def test_every_config_builds_what_its_name_and_docstring_say(path):
         if re.search(pattern, name):
             assert read(model) == value, pattern
     assert getattr(model, "multi_scale", False) == ("_ms_" in name)
+    assert cfg.model.get("random_refpoints_xy", False) == ("fixxy" in name)  # DAB-DETR's fixed-x/y anchors
     if name.endswith("shapes"):  # the shared tiny scale of configs/common/shapes_scale.py
         from configs.common import shapes_scale as scale
 
@@ -252,6 +253,8 @@ def test_every_config_builds_what_its_name_and_docstring_say(path):
             k: v for k, v in detr.model.backbone.items() if k != "out_features"}
         return
     assert model.num_classes == 80 and len(model.backbone.res4) == (23 if "r101" in name else 6)
+    # the official recipes: every train2017 image (also those without objects), fp32
+    assert cfg.dataloader.train.dataset.filter_empty is False and cfg.train.amp.enabled is False
     dc5 = "dc5" in name
     assert model.feature_strides[-1] == (16 if dc5 else 32)
     if dc5:  # torchvision's convention: first res5 block undilated, the rest dilation 2

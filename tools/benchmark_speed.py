@@ -41,7 +41,7 @@ PRESETS = {
     ],
 }
 
-# Official implementations measured on this 2-core CPU (DESIGN.md: R50, random init, batch 2 at 320x320 with the
+# Official implementations measured on this 2-core CPU (R50, random init, batch 2 at 320x320 with the
 # second image padded, 2 threads, median; the upper end of each reported range). Seconds.
 OFFICIAL_CPU_REFERENCE = {
     "DETR": {"train": 2.9, "infer_batch": 1.4},

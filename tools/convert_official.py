@@ -1,16 +1,22 @@
 #!/usr/bin/env python
-"""Convert an official checkpoint of DETR, Conditional DETR, DAB-DETR, SMCA-DETR or SAM-DETR for this project.
+"""Convert an official checkpoint of DETR, Conditional DETR, DAB-DETR, SMCA-DETR or SAM-DETR for this project,
+or a HuggingFace transformers / detrex checkpoint of Conditional DETR or DAB-DETR.
 
+    python tools/convert_official.py --variant detr --sha256 e632da11 detr-r50-e632da11.pth detr_r50.pth
     python tools/convert_official.py --variant cond_detr ConditionalDETR_r50_epoch50.pth cond_detr_r50.pth
+    python tools/convert_official.py --variant dab_detr dab-detr-resnet-50/model.safetensors dab_detr_r50.pth
     python tools/convert_official.py --variant sam_detr --config-file configs/sam_detr/sam_detr_r50_12ep.py \\
         SAM-DETR-R50-12ep.pth sam_detr_r50_12ep.pth
     python train_net.py --config-file configs/cond_detr/cond_detr_r50_50ep.py --eval-only \\
         train.init_checkpoint=cond_detr_r50.pth
 
-The input is loaded with ``torch.load(weights_only=True)`` and an allow-list (argparse.Namespace), so no
-pickled code runs. The backbone and every other official key are checked against the official layout, and
-the result must map onto the model built from ``--config-file`` (default: the variant's R50 COCO config)
-with the same shapes; leftovers, missing keys and shape mismatches are reported and nothing is written.
+The input is loaded with ``torch.load(weights_only=True)`` and an allow-list (argparse.Namespace), or with
+``safetensors`` for ``.safetensors`` files, so no pickled code runs. ``--sha256`` (the full digest or a prefix of
+at least 8 hex digits, e.g. the one in a torch.hub file name) is checked before anything is read. The key
+layout (official, hf, detrex) is told from the keys; ``--layout`` insists on one. HuggingFace and detrex
+checkpoints are renamed to the official layout first. The backbone and every other official key are checked
+against the official layout, and the result must map onto the model built from ``--config-file`` (default:
+the variant's R50 COCO config) with the same shapes; leftovers, missing keys and shape mismatches are reported and nothing is written.
 The class head keeps the 80 COCO rows (detectron2's contiguous ids) unless ``--num-classes`` says
 otherwise. The output loads with ``DetectionCheckpointer``.
 """
@@ -29,7 +35,8 @@ DEFAULT_CONFIGS = {
 }
 
 
-def convert(variant: str, src: str, dst: str, config_file: str = None, num_classes: int = None) -> dict:
+def convert(variant: str, src: str, dst: str, config_file: str = None, num_classes: int = None,
+            layout: str = "auto", sha256: str = None) -> dict:
     """Convert ``src`` for the model of ``config_file`` and write ``dst``; returns the converted state dict.
     Raises ConversionError on any mismatch (nothing is written)."""
     from detectron2.config import LazyConfig, instantiate
@@ -43,7 +50,7 @@ def convert(variant: str, src: str, dst: str, config_file: str = None, num_class
     cfg = LazyConfig.load(config_file or os.path.join(ROOT, DEFAULT_CONFIGS[variant]))
     if num_classes is not None:
         cfg.model.num_classes = num_classes
-    return convert_checkpoint(variant, src, dst, instantiate(cfg.model))
+    return convert_checkpoint(variant, src, dst, instantiate(cfg.model), layout=layout, sha256=sha256)
 
 
 def main(argv=None) -> int:
@@ -51,13 +58,17 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", required=True, choices=sorted(DEFAULT_CONFIGS))
     parser.add_argument("--config-file", help="LazyConfig of the target model (default: the variant's R50 COCO config)")
     parser.add_argument("--num-classes", type=int, help="80 (detectron2 COCO ids, default) or the official count")
-    parser.add_argument("input", help="official checkpoint (.pth)")
+    parser.add_argument("--layout", default="auto", choices=("auto", "official", "hf", "detrex"),
+                        help="key layout of the input (default: told from its keys)")
+    parser.add_argument("--sha256", help="expected SHA-256 of the input (full, or a prefix of >= 8 hex digits)")
+    parser.add_argument("input", help="checkpoint (.pth, .bin or .safetensors)")
     parser.add_argument("output", help="converted checkpoint (.pth) for DetectionCheckpointer")
     args = parser.parse_args(argv)
     from detr_core.convert import ConversionError
 
     try:
-        converted = convert(args.variant, args.input, args.output, args.config_file, args.num_classes)
+        converted = convert(args.variant, args.input, args.output, args.config_file, args.num_classes,
+                            layout=args.layout, sha256=args.sha256)
     except (ConversionError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
-"""Data for DETR-family detectors: the embedded ``shapes`` dataset, DETR augmentation and mapper, and a
-training sampler that resumes its stream."""
-from . import samplers, shapes, transforms
+"""Data for DETR-family detectors: the embedded ``shapes`` dataset, your own COCO-format datasets, DETR
+augmentation and mapper, and a training sampler that resumes its stream."""
+from . import coco_format, samplers, shapes, transforms
+from .coco_format import coco_format_dicts, coco_format_evaluator, count_coco_images, register_coco_format
 from .samplers import ResumableTrainingSampler
 
 from .shapes import (
@@ -14,7 +15,7 @@ from .transforms import (
     coco_test_augmentation, coco_train_augmentation, shapes_test_augmentation, shapes_train_augmentation,
 )
 
-__all__ = [*shapes.__all__, *transforms.__all__, *samplers.__all__]
+__all__ = [*shapes.__all__, *transforms.__all__, *samplers.__all__, *coco_format.__all__]
 
 # Like detectron2's builtin datasets: importing the package registers shapes_train / shapes_val (lazily:
 # the images are generated on first use under $DETECTRON2_DATASETS, default ./datasets).

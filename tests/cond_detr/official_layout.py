@@ -1,4 +1,4 @@
-"""State-dict layouts of the official checkpoints, written from specs/cond_detr.md §6 and specs/dab_detr.md §6
+"""State-dict layouts of the official checkpoints, written from the official repositories' model definitions
 (independently of the converters under test), and synthetic checkpoints in those layouts."""
 from collections import OrderedDict
 

@@ -24,7 +24,7 @@ def official():
 
 
 def test_official_layout_counts_match_the_spec(official):
-    """specs/cond_detr.md §6: 564 entries (265 backbone + 299 others), 43.42M parameters, 19.96M outside the backbone."""
+    """The official R50 checkpoint: 564 entries (265 backbone + 299 others), 43.42M parameters, 19.96M outside the backbone."""
     backbone = [k for k in official if k.startswith("backbone.")]
     assert (len(official), len(backbone)) == (564, 265)
     params = {k: v for k, v in official.items() if "running_" not in k and not _is_bn_affine(k)}

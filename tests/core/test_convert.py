@@ -42,7 +42,7 @@ def official_detr_state():
 
 def test_detr_converter_strict_load_and_values_in_place(tmp_path):
     official = official_detr_state()
-    assert len(official) == 458  # the spec's count for detr-r50
+    assert len(official) == 458  # the entries of detr-r50-e632da11.pth
     src, dst = str(tmp_path / "official.pth"), str(tmp_path / "converted.pth")
     torch.save({"model": official, "args": __import__("argparse").Namespace(lr=1e-4)}, src)
     converted = convert("detr", src, dst)

@@ -35,7 +35,7 @@ def _is_param(key):
 
 
 def test_official_layout_counts_match_the_spec(official):
-    """specs/dab_detr.md §6: 590 entries (265 backbone + 325 incl. the 6 duplicated box-head tensors);
+    """The official R50 checkpoint: 590 entries (265 backbone + 325 incl. the 6 duplicated box-head tensors);
     43.67M parameters with the shared box head counted once, 20.22M outside the backbone."""
     assert len(official) == 590 and sum(k.startswith("backbone.") for k in official) == 265
     once = {k: v for k, v in official.items() if _is_param(k) and not k.startswith("transformer.decoder.bbox_embed.")}

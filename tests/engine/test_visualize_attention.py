@@ -64,3 +64,15 @@ def test_command_line_on_an_image_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         visualize_attention.main(["--config-file", "configs/cond_detr/cond_detr_shapes.py",
                                   "--image", str(tmp_path / "missing.png"), "--random-weights"])
+
+
+@pytest.mark.parametrize("variant, figure", [("cond_detr", "attention_figure"), ("smca_detr", "gaussian_figure")])
+def test_every_heat_map_has_a_colour_bar(variant, figure):
+    model = tiny(variant).eval()
+    image = random_image(HEIGHT, WIDTH).permute(1, 2, 0).numpy().astype(np.uint8)
+    fig, _ = getattr(vis, figure)(model, image, vis.decoder_outputs(model, image), QUERIES)
+    heat_panels = [ax for ax in fig.axes if len(ax.images) == 2]  # the picture and a map over it
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert heat_panels and len(bars) == len(heat_panels)
+    assert all(bar.get_ylabel() for bar in bars)  # each says what its colours measure
+    vis._plt().close(fig)

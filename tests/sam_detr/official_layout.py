@@ -1,4 +1,4 @@
-"""Key layout of official SAM-DETR checkpoints (spec §6), written out independently of our modules."""
+"""Key layout of official SAM-DETR checkpoints (main.py's save format), written out independently of our modules."""
 import torch
 import torchvision
 

@@ -132,7 +132,7 @@ def test_padding_stays_masked_with_the_gaussian_added():
 
 
 def official_reference(model, images):
-    """Independent sequence-first re-derivation of the official single-scale forward (spec §1), from our
+    """Independent sequence-first re-derivation of the official single-scale forward, from our
     state dict (whose transformer keys are the official ones). Returns (logits, boxes) of every layer."""
     sd = model.state_dict()
     features = model.backbone(images.tensor)[model.in_features[0]]

@@ -13,7 +13,9 @@ from detr_core.data import detection_dataset_dicts, DETRDatasetMapper, coco_test
 dataloader = OmegaConf.create()
 
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(detection_dataset_dicts)(names="coco_2017_train", filter_empty=True),
+    # filter_empty=False: the official code bases train on all 118,287 train2017 images, those without
+    # annotations included (they teach every query "no object").
+    dataset=L(detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),
     mapper=L(DETRDatasetMapper)(
         is_train=True, augmentations=L(coco_train_augmentation)(), image_format="RGB", num_classes=80
     ),
