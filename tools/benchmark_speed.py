@@ -21,7 +21,7 @@ ZhangGongjie/SAM-DETR, imported as is; ``--official-args`` adds arguments to its
 ``--smca``). The official model and criterion are built from its own ``main.py`` defaults (with the
 recipe's published arguments) and timed on the same batch, optimizer and threads, steps alternating with
 the project's model (ABAB...) so that machine noise hits both alike; the table then gives the ratios
-official / ours (> 1: this project is faster).
+official / ours (> 1: this project is faster), with ``--amp`` also under bf16 autocast for both.
 """
 import argparse
 import ast
@@ -236,7 +236,7 @@ def benchmark_config(path: str, args) -> dict:
         model.eval()
         row["infer_batch_s"] = median_time(infer, args.iters, args.warmup, device)
     row["infer_per_image_s"] = row["infer_batch_s"] / args.batch
-    if args.amp:
+    if args.amp and not args.official_root:
         model.train()
         row["train_step_amp_s"] = median_time(lambda: train_step(True), args.iters, args.warmup, device)
         model.eval()
@@ -259,25 +259,28 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
 
     from detr_core.solver import add_grad_clipping
 
-    if device.type != "cpu":
-        raise ValueError("--official-root runs on the CPU (--device cpu): the official models are built there")
     official, criterion, misc, with_targets = load_official(args.official_root, type(model).__name__, args.official_args)
-    samples, targets = official_batch(inputs, misc, model.pixel_mean / 255.0, model.pixel_std / 255.0)
+    official.to(device)
+    criterion.to(device)
+    samples, targets = official_batch(inputs, misc, model.pixel_mean.cpu() / 255.0, model.pixel_std.cpu() / 255.0)
+    samples = samples.to(device)
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     off_optimizer = torch.optim.AdamW([p for p in official.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
     add_grad_clipping(off_optimizer, 0.1)
 
     def off_forward():
         return official([samples, targets]) if with_targets else official(samples)
 
-    def off_train_step():
-        losses = criterion(off_forward(), targets)
-        loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    def off_train_step(amp=False):
+        with torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
+            losses = criterion(off_forward(), targets)
+            loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
         off_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         off_optimizer.step()
 
-    def off_infer():
-        with torch.no_grad():
+    def off_infer(amp=False):
+        with torch.no_grad(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
             off_forward()
 
     for module in (official, criterion, model):
@@ -286,12 +289,24 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
     official.eval()
     model.eval()
     infer_s = alternating_medians({"official": off_infer, "ours": infer}, args.iters, args.warmup, device)
-    return {
+    row = {
         "train_step_s": train["ours"], "official_train_step_s": train["official"],
         "train_speedup": train["official"] / train["ours"],
         "infer_batch_s": infer_s["ours"], "official_infer_batch_s": infer_s["official"],
         "infer_speedup": infer_s["official"] / infer_s["ours"],
     }
+    if args.amp:
+        for module in (official, criterion, model):
+            module.train()
+        train = alternating_medians({"official": lambda: off_train_step(True), "ours": lambda: train_step(True)},
+                                    args.iters, args.warmup, device)
+        official.eval()
+        model.eval()
+        infer_s = alternating_medians({"official": lambda: off_infer(True), "ours": lambda: infer(True)},
+                                      args.iters, args.warmup, device)
+        row.update(train_step_amp_s=train["ours"], train_amp_speedup=train["official"] / train["ours"],
+                   infer_batch_amp_s=infer_s["ours"], infer_amp_speedup=infer_s["official"] / infer_s["ours"])
+    return row
 
 
 def markdown(rows) -> str:
@@ -308,6 +323,9 @@ def markdown(rows) -> str:
         ("infer_gflop_per_s", "inference GFLOP/s", "{:.1f}"),
         ("matmul_fraction", "of matmul rate", "{:.0%}"),
         ("train_step_amp_s", "train AMP (s)", "{:.3f}"),
+        ("train_amp_speedup", "train AMP official/ours", "{:.2f}x"),
+        ("infer_batch_amp_s", "inference AMP (s/batch)", "{:.3f}"),
+        ("infer_amp_speedup", "inference AMP official/ours", "{:.2f}x"),
         ("train_peak_mem_GiB", "train mem (GiB)", "{:.2f}"),
         ("train_images_per_s", "train images/s", "{:.1f}"),
     ]
@@ -332,13 +350,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--output", default="output/benchmark/speed.json", help="JSON output (Markdown beside it)")
     parser.add_argument("--official-root", default="", help="checkout of the official repository of the configs' "
-                        "model: time it side by side with ours (CPU)")
+                        "model: time it side by side with ours")
     parser.add_argument("--official-args", default="", help="extra arguments for the official main.py, e.g. --smca")
     parser.add_argument("opts", nargs="*", help="LazyConfig overrides for the project's models, key=value "
                         "(e.g. model.backbone.fold_frozen_bn=True)")
     args = parser.parse_args(argv)
-    if args.official_root and args.amp:
-        parser.error("--official-root times float32 only; drop --amp")
 
     import torch
 
@@ -349,7 +365,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from detr_core.runtime import resolve_device
 
-    device = torch.device(resolve_device("cpu" if args.official_root else args.device))
+    device = torch.device(resolve_device(args.device))
     args.device = device.type
     args.matmul_gflop_per_s = matmul_gflops(device, torch.get_num_threads())
     machine = f"{machine_name()}, {torch.get_num_threads()} threads" + (

@@ -177,20 +177,25 @@ FAKE_OFFICIAL = {
                           "    assert args.device == 'cpu' and args.width == 5\n"
                           "    return Model(args.width), Criterion(), None\n",
     "util/__init__.py": "",
-    "util/misc.py": "import types\nimport torch\n\n"
+    "util/misc.py": "import torch\n\n"
+                    "class NestedTensor:\n"
+                    "    def __init__(self, tensors):\n"
+                    "        self.tensors = tensors\n"
+                    "    def to(self, device):\n"
+                    "        return NestedTensor(self.tensors.to(device))\n\n"
                     "def nested_tensor_from_tensor_list(images):\n"
                     "    h = max(i.shape[1] for i in images)\n"
                     "    w = max(i.shape[2] for i in images)\n"
                     "    batch = torch.zeros(len(images), 3, h, w)\n"
                     "    for b, i in zip(batch, images):\n"
                     "        b[:, :i.shape[1], :i.shape[2]].copy_(i)\n"
-                    "    return types.SimpleNamespace(tensors=batch)\n",
+                    "    return NestedTensor(batch)\n",
 }
 
 
 def test_speed_benchmark_side_by_side_with_an_official_repository(tmp_path):
     """--official-root builds the model of the repository's own main.py defaults (plus --official-args) and
-    reports the ratios official/ours; the table names the machine."""
+    reports the ratios official/ours, in float32 and with --amp; the table names the machine."""
     root = tmp_path / "official"
     for path, text in FAKE_OFFICIAL.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -198,12 +203,13 @@ def test_speed_benchmark_side_by_side_with_an_official_repository(tmp_path):
     out = tmp_path / "speed.json"
     cmd = [sys.executable, "tools/benchmark_speed.py", "--configs", "configs/detr/detr_shapes.py", "--size", "64",
            "--iters", "1", "--warmup", "0", "--no-flops", "--official-root", str(root), "--official-args=--width 5",
-           "--output", str(out)]
+           "--amp", "--output", str(out)]
     subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
     result = json.loads(out.read_text())
     (row,) = result["rows"]
     assert row["official_train_step_s"] > 0 and row["official_infer_batch_s"] > 0
     assert row["train_speedup"] == row["official_train_step_s"] / row["train_step_s"]
     assert row["infer_speedup"] == row["official_infer_batch_s"] / row["infer_batch_s"]
+    assert row["train_amp_speedup"] > 0 and row["infer_amp_speedup"] > 0  # --amp: bf16 autocast for both
     table = (tmp_path / "speed.md").read_text()
     assert "train official/ours" in table and result["machine"] in table and result["matmul_gflop_per_s"] > 0
