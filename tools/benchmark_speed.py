@@ -33,7 +33,6 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
