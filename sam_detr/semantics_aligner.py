@@ -24,17 +24,17 @@ Parameter names follow the official code (``point1``, ``point2``, ``attn1``, ``a
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import ROIAlign
 from torch import nn
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, roi_align
 
 from detr_core.position_encoding import sine_embedding
 
-__all__ = ["SemanticsAligner", "valid_ratios"]
+__all__ = ["SemanticsAligner", "valid_ratios", "roi_align_by_image"]
 
 
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,51 @@ def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
     valid_h = (~mask[:, :, 0]).sum(1).float() / height
     valid_w = (~mask[:, 0, :]).sum(1).float() / width
     return torch.stack((valid_w, valid_h, valid_w, valid_h), dim=-1)
+
+
+class _RoIAlignByImage(torch.autograd.Function):
+    """torchvision's RoIAlign whose CPU backward runs on groups of images in parallel (see
+    :func:`roi_align_by_image`)."""
+
+    @staticmethod
+    def forward(ctx, features, rois, rois_per_image: int, size: int, sampling_ratio: int, groups: int):
+        ctx.save_for_backward(rois)
+        ctx.meta = (features.shape, rois_per_image, size, sampling_ratio, groups)
+        return torch.ops.torchvision.roi_align(features, rois, 1.0, size, size, sampling_ratio, True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rois,) = ctx.saved_tensors
+        (_, channels, height, width), per_image, size, sampling_ratio, groups = ctx.meta
+        grad = grad.contiguous()
+
+        def group_backward(images: torch.Tensor) -> torch.Tensor:
+            first, count = int(images[0]), len(images)
+            rows = slice(first * per_image, (first + count) * per_image)
+            local = torch.cat((rois[rows, :1] - first, rois[rows, 1:]), dim=1)  # batch index within the group
+            return torch.ops.torchvision._roi_align_backward(
+                grad[rows], local, 1.0, size, size, count, channels, height, width, sampling_ratio, True)
+
+        image_groups = torch.arange(ctx.meta[0][0]).tensor_split(groups)
+        with ThreadPoolExecutor(groups) as pool:  # the op releases the GIL: one kernel per core
+            grads = list(pool.map(group_backward, image_groups))
+        return torch.cat(grads), None, None, None, None, None
+
+
+def roi_align_by_image(features: torch.Tensor, rois: torch.Tensor, rois_per_image: int, size: int,
+                       sampling_ratio: int = -1) -> torch.Tensor:
+    """``torchvision.ops.roi_align(features, rois, size, 1.0, sampling_ratio, aligned=True)`` for rois grouped
+    by image (row ``b·rois_per_image + n`` belongs to image ``b``), with a faster CPU backward.
+
+    torchvision's CPU backward kernel runs on one core. A box only sends gradient to its own image, so the
+    images are split into one group per CPU thread and each group's kernel runs on its own thread; every
+    gradient element sums the same terms in the same order as in the one-kernel backward, so the result is
+    bit-identical. Elsewhere (CUDA, no gradient, one image or one thread) it is torchvision's op itself.
+    """
+    groups = min(torch.get_num_threads(), features.shape[0])
+    if features.device.type != "cpu" or groups < 2 or not (torch.is_grad_enabled() and features.requires_grad):
+        return roi_align(features, rois, (size, size), 1.0, sampling_ratio, aligned=True)
+    return _RoIAlignByImage.apply(features, rois, rois_per_image, size, sampling_ratio, groups)
 
 
 class SemanticsAligner(nn.Module):
@@ -74,8 +119,6 @@ class SemanticsAligner(nn.Module):
             raise ValueError(f"d_model must be even for the sine encoding, got {d_model}")
         self.d_model, self.num_points, self.roi_size = d_model, num_points, roi_size
         self.predict_scales, self.temperature = predict_scales, temperature
-        # sampling_ratio=-1: adaptive ceil(box / bin) samples per bin, torchvision's (and the paper's) default.
-        self.roi_align = ROIAlign((roi_size, roi_size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         self.point1 = nn.Sequential(nn.Conv2d(d_model, point_channels, kernel_size=1), nn.ReLU())
         dims = [point_channels * roi_size * roi_size, *point_hidden_dims]
         layers = []
@@ -109,7 +152,8 @@ class SemanticsAligner(nn.Module):
         # torchvision's RoIAlign has no gradient w.r.t. boxes: detaching only makes that explicit.
         batch_index = torch.arange(bsz, device=boxes.device, dtype=xyxy.dtype).repeat_interleave(num_queries)
         rois = torch.cat((batch_index[:, None], xyxy.reshape(-1, 4)), dim=1)
-        return self.roi_align(memory_2d, rois)
+        # sampling_ratio=-1: adaptive ceil(box / bin) samples per bin, torchvision's (and the paper's) default.
+        return roi_align_by_image(memory_2d, rois.to(memory_2d.dtype), num_queries, self.roi_size, sampling_ratio=-1)
 
     def forward(
         self,

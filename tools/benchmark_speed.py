@@ -4,19 +4,36 @@
     python tools/benchmark_speed.py                          # R50 COCO configs, 320x320 batch 2, CPU or GPU
     python tools/benchmark_speed.py --preset shapes          # the tiny *_shapes configs
     python tools/benchmark_speed.py --configs configs/detr/detr_r50_500ep.py --size 800 --batch 2 --amp
+    python tools/benchmark_speed.py --configs configs/cond_detr/cond_detr_r50_50ep.py \
+        --official-root ../ConditionalDETR --threads 2            # side by side with the official code
 
 Per config: median train-step time (forward + loss + backward + gradient clipping + AdamW step) and
 inference time per image, after warm-up; parameter count; inference GFLOPs of one image (detectron2's
-FlopCountAnalysis, with a handle for fused attention); on CUDA also peak memory, and AMP timings when
-``--amp``. The batch holds a full-size image and a smaller one padded to it (as the reference measurements in
-DESIGN). Models use random initialisation (speed does not depend on the weights). Writes a Markdown table and
-a JSON file.
+FlopCountAnalysis, with a handle for fused attention) and the arithmetic rate of inference against this
+machine's float32 matmul rate (a 2048^3 matmul on the same threads); on CUDA also peak memory and training
+images/s, and AMP timings when ``--amp``. The batch holds a full-size image and a smaller one padded to it.
+Models use random initialisation (speed does not depend on the weights). Times are absolute, so the table
+names the machine; compare them only with times taken on the same machine.
+
+``--official-root`` points at a checkout of the official repository of the configs' model
+(facebookresearch/detr, Atten4Vis/ConditionalDETR, IDEA-Research/DAB-DETR, gaopengcuhk/SMCA-DETR or
+ZhangGongjie/SAM-DETR, imported as is; ``--official-args`` adds arguments to its ``main.py`` parser, e.g.
+``--smca``). The official model and criterion are built from its own ``main.py`` defaults (with the
+recipe's published arguments) and timed on the same batch, optimizer and threads, steps alternating with
+the project's model (ABAB...) so that machine noise hits both alike; the table then gives the ratios
+official / ours (> 1: this project is faster), with ``--amp`` also under bf16 autocast for both.
 """
 import argparse
+import ast
+import importlib
 import json
 import logging
 import os
+import platform
+import shlex
+import statistics
 import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,17 +58,128 @@ PRESETS = {
     ],
 }
 
-# Official implementations measured on this 2-core CPU (R50, random init, batch 2 at 320x320 with the
-# second image padded, 2 threads, median; the upper end of each reported range). Seconds.
-OFFICIAL_CPU_REFERENCE = {
-    "DETR": {"train": 2.9, "infer_batch": 1.4},
-    "ConditionalDETR": {"train": 5.3, "infer_batch": 1.4},
-    "DABDETR": {"train": 4.1, "infer_batch": 1.4},
-    "SMCADETR": {"train": 4.4, "infer_batch": 1.4},
-    "SAMDETR": {"train": 13.8, "infer_batch": 3.3},
+#: Official repository per model class: extra ``main.py`` arguments of the published R50 recipe, the
+#: build function in its ``models`` package, and whether its forward takes the targets.
+OFFICIAL = {
+    "DETR": ([], "build_model", False),
+    "ConditionalDETR": ([], "build_model", False),
+    "DABDETR": (["-m", "dab_detr", "--coco_path", "unused"], "build_DABDETR", False),
+    "SMCADETR": (["--num_queries", "300", "--dynamic_scale", "type3"], "build_model", True),
+    "SAMDETR": ([], "build_model", False),
 }
 
 
+def machine_name() -> str:
+    """CPU model (and GPU when used), for labelling absolute times."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return name
+
+
+def matmul_gflops(device, threads: int, n: int = 2048, iters: int = 3) -> float:
+    """Float32 GFLOP/s of an n^3 matmul on ``device`` (the machine's practical arithmetic rate)."""
+    import torch
+
+    from detr_core.benchmark import median_time
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = median_time(lambda: a @ b, iters, 1, device)
+    return 2 * n**3 / seconds / 1e9
+
+
+def load_official(root: str, model_name: str, extra: str):
+    """The official model, criterion and ``util.misc`` of the repository at ``root``, built from the
+    defaults of its ``main.py`` parser (read from the file without running the module's imports)."""
+    if model_name not in OFFICIAL:
+        raise ValueError(f"no official repository is known for {model_name}; known: {sorted(OFFICIAL)}")
+    argv, build_name, with_targets = OFFICIAL[model_name]
+    root = os.path.abspath(root)
+    tree = ast.parse(open(os.path.join(root, "main.py")).read())
+    parser_fn = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_args_parser"]
+    namespace = {}
+    module = ast.Module(body=[ast.Import(names=[ast.alias(name="argparse")])] + parser_fn, type_ignores=[])
+    exec(compile(ast.fix_missing_locations(module), os.path.join(root, "main.py"), "exec"), namespace)
+    args = namespace["get_args_parser"]().parse_args(argv + shlex.split(extra) + ["--device", "cpu"])
+    _official_import_aliases()
+    cwd = os.getcwd()
+    sys.path.insert(0, root)
+    os.chdir(root)
+    try:
+        for name in ("models.backbone", "models.DAB_DETR.backbone"):
+            try:  # rank 0 downloads ImageNet weights; random initialisation is all speed needs
+                importlib.import_module(name).is_main_process = lambda: False
+            except ImportError:
+                pass
+        model, criterion, _ = getattr(importlib.import_module("models"), build_name)(args)
+        misc = importlib.import_module("util.misc")
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(root)
+    return model, criterion, misc, with_targets
+
+
+def _official_import_aliases():
+    """Names the official code imports that current torch moved, and optional modules it imports but
+    these models never call (the deformable-attention CUDA op, timm's Swin layers)."""
+    import torch.nn.modules.linear as linear
+    import torch.overrides
+
+    if not hasattr(linear, "_LinearWithBias"):
+        linear._LinearWithBias = linear.NonDynamicallyQuantizableLinear
+    sys.modules.setdefault("torch._overrides", torch.overrides)
+    for name in ("MultiScaleDeformableAttention", "timm", "timm.models", "timm.models.layers"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            stub = sys.modules[name] = types.ModuleType(name)
+            stub.__path__ = []  # a package, so that its submodules import
+            stub.__getattr__ = _unavailable(name)
+
+
+def _unavailable(module: str):
+    """A module ``__getattr__`` whose attributes are functions that fail when called."""
+    def getattr_(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def fail(*args, **kwargs):
+            raise RuntimeError(f"{module}.{attr} is not installed; the benchmarked model should not need it")
+
+        return fail
+
+    return getattr_
+
+
+def official_batch(inputs, misc, pixel_mean, pixel_std):
+    """The detectron2 batch in the official format: normalised NestedTensor and cxcywh targets."""
+    import torch
+    from torchvision.ops import box_convert
+
+    images, targets = [], []
+    for x in inputs:
+        h, w = x["image"].shape[-2:]
+        images.append((x["image"] / 255.0 - pixel_mean) / pixel_std)
+        boxes = box_convert(x["instances"].gt_boxes.tensor, "xyxy", "cxcywh") / torch.tensor([w, h, w, h])
+        size = torch.tensor([h, w])
+        targets.append({"boxes": boxes, "labels": x["instances"].gt_classes + 1, "size": size, "orig_size": size})
+    return misc.nested_tensor_from_tensor_list(images), targets
+
+
+def alternating_medians(fns, iters: int, warmup: int, device):
+    """Median seconds of each function, called in turn (ABAB...) so machine noise hits all alike."""
+    from detr_core.benchmark import median_time
+
+    times = {k: [] for k in fns}
+    for it in range(warmup + iters):
+        for key, fn in fns.items():
+            seconds = median_time(fn, 1, 0, device)
+            if it >= warmup:
+                times[key].append(seconds)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def benchmark_config(path: str, args) -> dict:
@@ -63,6 +191,8 @@ def benchmark_config(path: str, args) -> dict:
     from detr_core.solver import add_grad_clipping
 
     cfg = LazyConfig.load(path)
+    if args.opts:
+        cfg = LazyConfig.apply_overrides(cfg, args.opts)
     device = torch.device(resolve_device(args.device))
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device)
@@ -72,7 +202,7 @@ def benchmark_config(path: str, args) -> dict:
     inputs = synthetic_batch(args.size, args.batch, cfg.model.num_classes)
     name = type(model).__name__
     row = {
-        "config": os.path.relpath(path, ROOT),
+        "config": os.path.relpath(os.path.abspath(path), ROOT),
         "model": name,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "device": str(device),
@@ -92,31 +222,89 @@ def benchmark_config(path: str, args) -> dict:
         with torch.no_grad(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
             model(inputs)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    model.train()
-    row["train_step_s"] = median_time(train_step, args.iters, args.warmup, device)
-    if device.type == "cuda":
-        row["train_peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
-    model.eval()
-    row["infer_batch_s"] = median_time(infer, args.iters, args.warmup, device)
+    if args.official_root:
+        row.update(side_by_side(model, train_step, infer, inputs, device, args))
+    else:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        model.train()
+        row["train_step_s"] = median_time(train_step, args.iters, args.warmup, device)
+        if device.type == "cuda":
+            row["train_peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+            row["train_images_per_s"] = args.batch / row["train_step_s"]
+        model.eval()
+        row["infer_batch_s"] = median_time(infer, args.iters, args.warmup, device)
     row["infer_per_image_s"] = row["infer_batch_s"] / args.batch
-    if args.amp:
+    if args.amp and not args.official_root:
         model.train()
         row["train_step_amp_s"] = median_time(lambda: train_step(True), args.iters, args.warmup, device)
         model.eval()
         row["infer_batch_amp_s"] = median_time(lambda: infer(True), args.iters, args.warmup, device)
     if not args.no_flops:
         try:
-            row["gflops"] = count_gflops(model, inputs[0]["image"].to(device))
+            row["gflops"] = count_gflops(model.eval(), inputs[0]["image"].to(device))
         except Exception as e:  # tracing limits must not hide the timings
             logging.warning("FLOP count failed for %s: %s", path, e)
-    ref = OFFICIAL_CPU_REFERENCE.get(name)
-    if ref and device.type == "cpu" and args.size == 320 and args.batch == 2 and "r50" in path:
-        row["official_train_s"] = ref["train"]
-        row["official_infer_batch_s"] = ref["infer_batch"]
-        row["train_speedup"] = ref["train"] / row["train_step_s"]
-        row["infer_speedup"] = ref["infer_batch"] / row["infer_batch_s"]
+        else:
+            # the padded batch is `batch` full-size images; a multiply-add is 2 floating-point operations
+            row["infer_gflop_per_s"] = 2 * row["gflops"] * args.batch / row["infer_batch_s"]
+            row["matmul_fraction"] = row["infer_gflop_per_s"] / args.matmul_gflop_per_s
+    return row
+
+
+def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
+    """Official and project model on the same batch, optimizer and threads, steps alternating."""
+    import torch
+
+    from detr_core.solver import add_grad_clipping
+
+    official, criterion, misc, with_targets = load_official(args.official_root, type(model).__name__, args.official_args)
+    official.to(device)
+    criterion.to(device)
+    samples, targets = official_batch(inputs, misc, model.pixel_mean.cpu() / 255.0, model.pixel_std.cpu() / 255.0)
+    samples = samples.to(device)
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    off_optimizer = torch.optim.AdamW([p for p in official.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
+    add_grad_clipping(off_optimizer, 0.1)
+
+    def off_forward():
+        return official([samples, targets]) if with_targets else official(samples)
+
+    def off_train_step(amp=False):
+        with torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
+            losses = criterion(off_forward(), targets)
+            loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+        off_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        off_optimizer.step()
+
+    def off_infer(amp=False):
+        with torch.no_grad(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
+            off_forward()
+
+    for module in (official, criterion, model):
+        module.train()
+    train = alternating_medians({"official": off_train_step, "ours": train_step}, args.iters, args.warmup, device)
+    official.eval()
+    model.eval()
+    infer_s = alternating_medians({"official": off_infer, "ours": infer}, args.iters, args.warmup, device)
+    row = {
+        "train_step_s": train["ours"], "official_train_step_s": train["official"],
+        "train_speedup": train["official"] / train["ours"],
+        "infer_batch_s": infer_s["ours"], "official_infer_batch_s": infer_s["official"],
+        "infer_speedup": infer_s["official"] / infer_s["ours"],
+    }
+    if args.amp:
+        for module in (official, criterion, model):
+            module.train()
+        train = alternating_medians({"official": lambda: off_train_step(True), "ours": lambda: train_step(True)},
+                                    args.iters, args.warmup, device)
+        official.eval()
+        model.eval()
+        infer_s = alternating_medians({"official": lambda: off_infer(True), "ours": lambda: infer(True)},
+                                      args.iters, args.warmup, device)
+        row.update(train_step_amp_s=train["ours"], train_amp_speedup=train["official"] / train["ours"],
+                   infer_batch_amp_s=infer_s["ours"], infer_amp_speedup=infer_s["official"] / infer_s["ours"])
     return row
 
 
@@ -124,13 +312,21 @@ def markdown(rows) -> str:
     cols = [
         ("config", "config", "{}"),
         ("params_M", "params (M)", "{:.2f}"),
-        ("gflops", "GFLOPs", "{:.1f}"),
+        ("gflops", "GMAC (1 image)", "{:.1f}"),
+        ("official_train_step_s", "official train step (s)", "{:.3f}"),
         ("train_step_s", "train step (s)", "{:.3f}"),
-        ("infer_per_image_s", "inference (s/img)", "{:.3f}"),
+        ("train_speedup", "train official/ours", "{:.2f}x"),
+        ("official_infer_batch_s", "official inference (s/batch)", "{:.3f}"),
+        ("infer_batch_s", "inference (s/batch)", "{:.3f}"),
+        ("infer_speedup", "inference official/ours", "{:.2f}x"),
+        ("infer_gflop_per_s", "inference GFLOP/s", "{:.1f}"),
+        ("matmul_fraction", "of matmul rate", "{:.0%}"),
         ("train_step_amp_s", "train AMP (s)", "{:.3f}"),
+        ("train_amp_speedup", "train AMP official/ours", "{:.2f}x"),
+        ("infer_batch_amp_s", "inference AMP (s/batch)", "{:.3f}"),
+        ("infer_amp_speedup", "inference AMP official/ours", "{:.2f}x"),
         ("train_peak_mem_GiB", "train mem (GiB)", "{:.2f}"),
-        ("train_speedup", "train vs official", "{:.2f}x"),
-        ("infer_speedup", "inference vs official", "{:.2f}x"),
+        ("train_images_per_s", "train images/s", "{:.1f}"),
     ]
     cols = [c for c in cols if any(c[0] in r for r in rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -152,6 +348,11 @@ def main(argv=None) -> int:
     parser.add_argument("--amp", action="store_true", help="also time bf16 autocast")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--output", default="output/benchmark/speed.json", help="JSON output (Markdown beside it)")
+    parser.add_argument("--official-root", default="", help="checkout of the official repository of the configs' "
+                        "model: time it side by side with ours")
+    parser.add_argument("--official-args", default="", help="extra arguments for the official main.py, e.g. --smca")
+    parser.add_argument("opts", nargs="*", help="LazyConfig overrides for the project's models, key=value "
+                        "(e.g. model.backbone.fold_frozen_bn=True)")
     args = parser.parse_args(argv)
 
     import torch
@@ -161,6 +362,14 @@ def main(argv=None) -> int:
     import_variants()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from detr_core.runtime import resolve_device
+
+    device = torch.device(resolve_device(args.device))
+    args.device = device.type
+    args.matmul_gflop_per_s = matmul_gflops(device, torch.get_num_threads())
+    machine = f"{machine_name()}, {torch.get_num_threads()} threads" + (
+        f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
+    print(f"machine: {machine}; float32 matmul {args.matmul_gflop_per_s:.1f} GFLOP/s", flush=True)
     configs = args.configs or [os.path.join(ROOT, c) for c in PRESETS[args.preset]]
     rows = []
     for path in configs:
@@ -172,8 +381,10 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
-        json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
-    table = markdown(rows)
+        json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": machine,
+                   "matmul_gflop_per_s": args.matmul_gflop_per_s, "rows": rows}, f, indent=2)
+    table = (f"Machine: {machine}, torch {torch.__version__}; float32 matmul {args.matmul_gflop_per_s:.1f} "
+             f"GFLOP/s; {args.size} px, batch {args.batch}, median of {args.iters}.\n\n" + markdown(rows))
     with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
         f.write(table + "\n")
     print(table)

@@ -76,7 +76,8 @@ def run_video(predictor, source, output: str, score_threshold: float) -> str:
 
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
-        raise RuntimeError(f"cannot open {'webcam %d' % source if isinstance(source, int) else 'video ' + source}")
+        what = f"webcam {source}" if isinstance(source, int) else f"video {source}"
+        raise RuntimeError(f"cannot open {what}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     out_path = None

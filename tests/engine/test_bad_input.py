@@ -249,7 +249,7 @@ def test_a_bbox_that_is_not_four_numbers_is_named(tmp_path, bbox):
     save_image(tmp_path / "a.png")
     rec = record(tmp_path / "a.png")
     rec["annotations"][0]["bbox"] = bbox
-    with pytest.raises(ValueError, match=rf"a\.png: annotation id=5 has bbox=.*expected 4 numbers"):
+    with pytest.raises(ValueError, match=r"a\.png: annotation id=5 has bbox=.*expected 4 numbers"):
         mapper()(rec)
 
 

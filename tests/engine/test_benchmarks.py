@@ -173,3 +173,63 @@ def test_race_report_leaves_out_unfinished_runs(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [(r["variant"], r["iteration"]) for r in rows] == [("detr", "1"), ("detr", "2")]
     assert float(rows[0]["wall_s"]) == 0.5
+
+
+FAKE_OFFICIAL = {
+    "main.py": "def get_args_parser():\n"
+               "    parser = argparse.ArgumentParser()\n"
+               "    parser.add_argument('--device', default='cuda')\n"
+               "    parser.add_argument('--width', type=int, default=4)\n"
+               "    return parser\n",
+    "models/__init__.py": "import torch\n\n"
+                          "class Model(torch.nn.Module):\n"
+                          "    def __init__(self, width):\n"
+                          "        super().__init__()\n"
+                          "        self.conv = torch.nn.Conv2d(3, width, 3)\n"
+                          "    def forward(self, samples):\n"
+                          "        return {'pred': self.conv(samples.tensors)}\n\n"
+                          "class Criterion(torch.nn.Module):\n"
+                          "    weight_dict = {'loss_x': 2.0}\n"
+                          "    def forward(self, outputs, targets):\n"
+                          "        assert all(t['boxes'].shape[-1] == 4 for t in targets)\n"
+                          "        return {'loss_x': outputs['pred'].square().mean(), 'unweighted': outputs['pred'].sum()}\n\n"
+                          "def build_model(args):\n"
+                          "    assert args.device == 'cpu' and args.width == 5\n"
+                          "    return Model(args.width), Criterion(), None\n",
+    "util/__init__.py": "",
+    "util/misc.py": "import torch\n\n"
+                    "class NestedTensor:\n"
+                    "    def __init__(self, tensors):\n"
+                    "        self.tensors = tensors\n"
+                    "    def to(self, device):\n"
+                    "        return NestedTensor(self.tensors.to(device))\n\n"
+                    "def nested_tensor_from_tensor_list(images):\n"
+                    "    h = max(i.shape[1] for i in images)\n"
+                    "    w = max(i.shape[2] for i in images)\n"
+                    "    batch = torch.zeros(len(images), 3, h, w)\n"
+                    "    for b, i in zip(batch, images):\n"
+                    "        b[:, :i.shape[1], :i.shape[2]].copy_(i)\n"
+                    "    return NestedTensor(batch)\n",
+}
+
+
+def test_speed_benchmark_side_by_side_with_an_official_repository(tmp_path):
+    """--official-root builds the model of the repository's own main.py defaults (plus --official-args) and
+    reports the ratios official/ours, in float32 and with --amp; the table names the machine."""
+    root = tmp_path / "official"
+    for path, text in FAKE_OFFICIAL.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, "tools/benchmark_speed.py", "--configs", "configs/detr/detr_shapes.py", "--size", "64",
+           "--iters", "1", "--warmup", "0", "--no-flops", "--official-root", str(root), "--official-args=--width 5",
+           "--amp", "--output", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["official_train_step_s"] > 0 and row["official_infer_batch_s"] > 0
+    assert row["train_speedup"] == row["official_train_step_s"] / row["train_step_s"]
+    assert row["infer_speedup"] == row["official_infer_batch_s"] / row["infer_batch_s"]
+    assert row["train_amp_speedup"] > 0 and row["infer_amp_speedup"] > 0  # --amp: bf16 autocast for both
+    table = (tmp_path / "speed.md").read_text()
+    assert "train official/ours" in table and result["machine"] in table and result["matmul_gflop_per_s"] > 0
