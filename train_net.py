@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
