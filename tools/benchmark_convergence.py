@@ -216,18 +216,20 @@ def _mean_range(values) -> str:
 
 
 def summarise(rows, names, seeds) -> str:
-    """Final COCO metrics per variant: mean over seeds, with the seeds' range for AP and AP50."""
+    """Final COCO metrics per variant: mean over its finished seeds, with their range for AP and AP50."""
     lines = [
-        f"| variant | AP, % (mean of {len(seeds)} seed(s), range) | AP50 (range) | AP75 | APs | APm | APl |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | seeds | final AP, % (mean, range) | AP50 (range) | AP75 | APs | APm | APl |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        finals = list(final_rows(rows, name).values())
+        by_seed = final_rows(rows, name)
+        finals = list(by_seed.values())
         if not finals:
             continue
         mean = {m: sum(r[m] for r in finals) / len(finals) for m in ("AP75", "APs", "APm", "APl")}
         lines.append(
-            f"| {name} | {_mean_range([r['AP'] for r in finals])} | {_mean_range([r['AP50'] for r in finals])} | "
+            f"| {name} | {', '.join(str(s) for s in by_seed)} | {_mean_range([r['AP'] for r in finals])} | "
+            f"{_mean_range([r['AP50'] for r in finals])} | "
             f"{mean['AP75']:.1f} | {mean['APs']:.1f} | {mean['APm']:.1f} | {mean['APl']:.1f} |"
         )
     return "\n".join(lines)
@@ -241,12 +243,14 @@ def reach_table(rows, names, seeds, thresholds, max_iter: int, metric: str = "AP
         if not final_rows(rows, name):
             continue
         cells = []
+        run = final_rows(rows, name)
         for t in thresholds:
             first = iterations_to(rows, name, t, metric=metric)
             held = iterations_to(rows, name, t, held=True, metric=metric)
-            cells.append(
-                ", ".join(f"{first.get(s, f'>{max_iter}')} / {held.get(s, f'>{max_iter}')}" for s in seeds)
-            )
+            cells.append(", ".join(
+                f"{first.get(s, f'>{max_iter}')} / {held.get(s, f'>{max_iter}')}" if s in run else "not run"
+                for s in seeds
+            ))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -302,8 +306,12 @@ def speedup(rows, slow: str, fast: str, seeds, threshold: float, max_iter: int, 
     slow_at = iterations_to(rows, slow, threshold, held, metric)
     fast_at = iterations_to(rows, fast, threshold, held, metric)
     parts = []
+    runs = {name: final_rows(rows, name) for name in (slow, fast)}
     for seed in seeds:
-        if seed not in fast_at:
+        missing = [name for name in (slow, fast) if seed not in runs[name]]
+        if missing:
+            parts.append(f"seed {seed}: {' and '.join(missing)} not run")
+        elif seed not in fast_at:
             parts.append(f"seed {seed}: {fast} does not reach it")
         elif seed in slow_at:
             parts.append(f"seed {seed}: {slow_at[seed] / fast_at[seed]:.1f}x ({slow_at[seed]} vs {fast_at[seed]})")

@@ -128,9 +128,16 @@ def test_race_report_tables_and_speedup():
     assert race.fastest(rows, ["detr", "sam_detr_smca"], 30) == "sam_detr_smca"
     assert race.fastest(rows, ["detr", "sam_detr_smca"], 85) is None  # not reached in every seed
     final = race.summarise(rows, ["detr", "sam_detr_smca"], [0, 1]).splitlines()
-    assert final[3].startswith("| sam_detr_smca | 42.5 (40.0-45.0) | 85.0 (80.0-90.0) |")
+    assert final[3].startswith("| sam_detr_smca | 0, 1 | 42.5 (40.0-45.0) | 85.0 (80.0-90.0) |")
     text = race.report(rows, ["detr", "sam_detr_smca"], [0, 1], [30, 85], max_iter=200)
     assert "AP50 85: no variant reaches it in every seed" in text
+
+    # a seed that one variant has not run is said so, not counted as "never reached"
+    partial = [r for r in rows if not (r["variant"] == "sam_detr_smca" and r["seed"] == 1)]
+    reach = race.reach_table(partial, ["sam_detr_smca"], [0, 1], [30], max_iter=200).splitlines()
+    assert reach[2] == "| sam_detr_smca | 100 / 100, not run |"
+    assert "seed 1: sam_detr_smca not run" in race.speedup(partial, "detr", "sam_detr_smca", [0, 1], 30, 200)
+    assert race.summarise(partial, ["sam_detr_smca"], [0, 1]).splitlines()[2].startswith("| sam_detr_smca | 0 |")
 
 
 def test_analyze_model_counts_parameters_and_flops(tmp_path):
