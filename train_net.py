@@ -1,11 +1,18 @@
 #!/usr/bin/env python
-"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs.
+"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs or yacs YAML configs.
 
     python train_net.py --config-file configs/detr/detr_shapes.py
     python train_net.py --config-file configs/sam_detr/sam_detr_r50_12ep.py --num-gpus 8
     python train_net.py --config-file CFG --eval-only train.init_checkpoint=output/model_final.pth
     python train_net.py --config-file CFG --resume              # continue from output_dir/last_checkpoint
     python train_net.py --config-file CFG train.max_iter=500 dataloader.train.total_batch_size=4
+
+A ``.yaml`` config trains with detectron2's ``DefaultTrainer`` (``detr_core.trainer.DETRTrainer``) and takes
+detectron2's ``KEY VALUE`` overrides, as detectron2's ``tools/train_net.py``:
+
+    python train_net.py --config-file configs/cond_detr/cond_detr_r50_50ep.yaml --num-gpus 8
+    python train_net.py --config-file CFG.yaml --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file CFG.yaml SOLVER.IMS_PER_BATCH 8 MODEL.DEVICE cpu
 
 Follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the DETR recipes need: gradient
 clipping by global norm (``train.clip_grad``), a lower backbone learning rate (in ``optimizer.params``),
@@ -18,7 +25,7 @@ import os
 import sys
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
@@ -38,8 +45,10 @@ import detr_core  # noqa: F401  (registers the meta-architectures and the shapes
 from detr_core.checkpointer import AtomicCheckpointer, RNGState
 from detr_core.data import ResumableTrainingSampler
 from detr_core.launch import launch
+from detr_core.model_zoo import get_detr_family_cfg
 from detr_core.runtime import resolve_device
 from detr_core.solver import add_grad_clipping
+from detr_core.trainer import DETRTrainer
 
 logger = logging.getLogger("detr_family")
 
@@ -204,9 +213,39 @@ def check_num_classes(cfg) -> None:
             )
 
 
+def setup_yacs(args) -> CfgNode:
+    """A YAML config merged into every variant's defaults, then the ``KEY VALUE`` overrides (an unknown key
+    is refused by yacs, naming it). ``MODEL.DEVICE auto`` picks cuda when available; AMP is CUDA-only."""
+    cfg = get_detr_family_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.SOLVER.AMP.ENABLED = False
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main_yacs(args, cfg: CfgNode):
+    """detectron2's ``tools/train_net.py`` with :class:`DETRTrainer`; evaluation loads ``MODEL.WEIGHTS``
+    strictly (every key of the model, with its shape)."""
+    if args.eval_only:
+        model = DETRTrainer.build_model(cfg)
+        checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.require_all = True
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return DETRTrainer.test(cfg, model)
+    trainer = DETRTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
 def setup(args):
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"config file not found: {args.config_file}")
+    if args.config_file.endswith((".yaml", ".yml")):
+        return setup_yacs(args)
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, check_override_keys(cfg, args.opts, args.config_file))
     cfg.train.device = resolve_device(cfg.train.get("device", "auto"))
@@ -216,6 +255,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if isinstance(cfg, CfgNode):
+        return main_yacs(args, cfg)
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
