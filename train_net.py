@@ -153,16 +153,24 @@ def do_train(args, cfg):
 
 
 def accepts_argument(node, name: str) -> bool:
-    """Whether ``node`` is a LazyCall whose target takes an argument ``name`` (or ``**kwargs``)."""
+    """Whether ``node`` is a LazyCall whose target names an argument ``name``: a parameter of the function, or
+    of the ``__init__`` of the class or one of its bases (a subclass's ``**kwargs`` usually reach its base).
+    A bare ``**kwargs`` accepts nothing here (detectron2's loaders pass theirs on to torch's DataLoader, which
+    would make every typo valid): such keys need ``+key=value``."""
     if not OmegaConf.is_dict(node) or "_target_" not in node:
         return False
     target = node._target_
     target = locate(target) if isinstance(target, str) else target
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: trust the user
-        return True
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for function in functions:
+        try:
+            params = inspect.signature(function).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: trust the user
+            return True
+        if name in params and params[name].kind in named:
+            return True
+    return False
 
 
 def check_override_keys(cfg, overrides, config_file: str) -> list:
