@@ -2,6 +2,7 @@
 to the LazyConfig path with the same settings; bad YAML input gives detectron2's errors naming the culprit."""
 import os
 
+import numpy as np
 import pytest
 import torch
 from detectron2.engine import SimpleTrainer, default_argument_parser
@@ -9,6 +10,7 @@ from detectron2.engine import SimpleTrainer, default_argument_parser
 import train_net
 from detr_core.criterion import SetCriterion
 from detr_core.model_zoo import get_config_file
+from detr_core.predictor import Predictor
 from tests.engine.test_train_net import tiny_data  # noqa: F401  (the fixture: 6 + 3 images of 64 px)
 
 # Conditional DETR at a tiny size, two iterations of batch 2 on 64-px shapes, lr x0.1 after the first step.
@@ -149,6 +151,12 @@ def test_yaml_eval_only_loads_the_weights_strictly(tmp_path):
                                    str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")))
     assert set(results["bbox"]) >= {"AP", "AP50"}
     assert (tmp_path / "eval" / "inference" / "coco_instances_results.json").is_file()
+    # predicting: the package's Predictor takes the same YAML file, overrides and weights
+    predictor = Predictor(config, weights=str(out / "model_final.pth"), device="cpu", opts=settings)
+    saved = torch.load(out / "model_final.pth", weights_only=False)["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in predictor.model.state_dict().items())
+    instances = predictor(np.zeros((48, 64, 3), dtype=np.uint8))
+    assert instances.image_size == (48, 64) and len(instances) == 60  # top-100 of 10 queries x 6 classes
     with pytest.raises(CheckpointMismatchError, match="model_final.pth"):
         train_net.main(parse("--config-file", config, "--eval-only", *settings, "MODEL.CONDITIONAL_DETR.HIDDEN_DIM",
                              "64", "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "bad")))
