@@ -21,6 +21,7 @@ import weakref
 
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import maybe_add_gradient_clipping
@@ -79,13 +80,17 @@ class DETRTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         """detectron2's training loader over ``DATASETS.TRAIN`` (a dataset without a single annotation is
-        refused) with DETR's training augmentation."""
+        refused) with DETR's training augmentation; ``TrainingSampler`` is seeded by ``SEED`` when >= 0."""
         dataset = detection_dataset_dicts(
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        return build_detection_train_loader(cfg, mapper=DETRDatasetMapper(cfg, True), dataset=dataset)
+        sampler = None
+        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":  # seeded by SEED, as detectron2 main does (v0.6
+            # draws a random seed): the same order of images with either version
+            sampler = TrainingSampler(len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        return build_detection_train_loader(cfg, mapper=DETRDatasetMapper(cfg, True), dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -32,6 +32,7 @@ YACS_SETTINGS = [
 LAZY_CONFIG = '''
 from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
+from detectron2.data.samplers import TrainingSampler
 
 from detr_core.data import build_detr_train_augmentation
 from detr_core.model_zoo import get_config
@@ -56,6 +57,7 @@ dataloader.train.mapper.num_classes = 6
 dataloader.train.mapper.augmentations = L(build_detr_train_augmentation)(
     min_sizes=(64, 80), max_size=128, crop_resize_sizes=[64, 80], crop_size_range=[48, 64])
 dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=64, max_size=128)]
+dataloader.train.sampler = L(TrainingSampler)(size=6, seed=0)  # the yacs trainer's: seeded by SEED
 '''
 
 
