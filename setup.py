@@ -11,6 +11,9 @@ from setuptools import find_packages, setup
 
 README = Path(__file__).resolve().with_name("README.md")
 PACKAGES = ["detr_core", "cond_detr", "dab_detr", "smca_detr", "sam_detr"]
+# The model-zoo configs (configs/, LazyConfig .py and YAML) install as package data under detr_core/configs,
+# where detr_core.model_zoo.get_config finds them from any working directory.
+CONFIGS_PACKAGE = "detr_core.configs"
 
 setup(
     name="detr-family",
@@ -20,7 +23,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # Packages that do not exist yet are simply not found.
-    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]),
+    packages=find_packages(include=[p for name in PACKAGES for p in (name, f"{name}.*")]) + [CONFIGS_PACKAGE],
+    package_dir={CONFIGS_PACKAGE: "configs"},
+    package_data={CONFIGS_PACKAGE: ["**/*.py", "**/*.yaml"]},
     install_requires=[
         "fvcore",
         "iopath",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs (configs/**/*.py).
+"""Train and evaluate DETR-family detectors with detectron2 LazyConfigs or yacs YAML configs.
 
     python train_net.py --config-file configs/detr/detr_shapes.py
     python train_net.py --config-file configs/sam_detr/sam_detr_r50_12ep.py --num-gpus 8
@@ -7,8 +7,15 @@
     python train_net.py --config-file CFG --resume              # continue from output_dir/last_checkpoint
     python train_net.py --config-file CFG train.max_iter=500 dataloader.train.total_batch_size=4
 
-Follows detectron2's tools/lazyconfig_train_net.py and adds what the DETR recipes need: gradient
-clipping by global norm (train.clip_grad), a lower backbone learning rate (in optimizer.params),
+A ``.yaml`` config trains with detectron2's ``DefaultTrainer`` (``detr_core.trainer.DETRTrainer``) and takes
+detectron2's ``KEY VALUE`` overrides, as detectron2's ``tools/train_net.py``:
+
+    python train_net.py --config-file configs/cond_detr/cond_detr_r50_50ep.yaml --num-gpus 8
+    python train_net.py --config-file CFG.yaml --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file CFG.yaml SOLVER.IMS_PER_BATCH 8 MODEL.DEVICE cpu
+
+Follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the DETR recipes need: gradient
+clipping by global norm (``train.clip_grad``), a lower backbone learning rate (in ``optimizer.params``),
 AMP on CUDA, and CPU training when no GPU is present.
 """
 import difflib
@@ -19,7 +26,7 @@ import logging
 import os
 import sys
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
@@ -40,8 +47,10 @@ from detr_core.checkpointer import AtomicCheckpointer, RNGState, read_checkpoint
 from detr_core.config import check_lazy_config
 from detr_core.data import ResumableTrainingSampler
 from detr_core.launch import launch
+from detr_core.model_zoo import get_detr_family_cfg
 from detr_core.runtime import resolve_device
 from detr_core.solver import add_grad_clipping
+from detr_core.trainer import DETRTrainer
 
 logger = logging.getLogger("detr_family")
 
@@ -216,16 +225,24 @@ def do_train(args, cfg):
 
 
 def accepts_argument(node, name: str) -> bool:
-    """Whether ``node`` is a LazyCall whose target takes an argument ``name`` (or ``**kwargs``)."""
+    """Whether ``node`` is a LazyCall whose target names an argument ``name``: a parameter of the function, or
+    of the ``__init__`` of the class or one of its bases (a subclass's ``**kwargs`` usually reach its base).
+    A bare ``**kwargs`` accepts nothing here (detectron2's loaders pass theirs on to torch's DataLoader, which
+    would make every typo valid): such keys need ``+key=value``."""
     if not OmegaConf.is_dict(node) or "_target_" not in node:
         return False
     target = node._target_
     target = locate(target) if isinstance(target, str) else target
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: trust the user
-        return True
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for function in functions:
+        try:
+            params = inspect.signature(function).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: trust the user
+            return True
+        if name in params and params[name].kind in named:
+            return True
+    return False
 
 
 def check_override_keys(cfg, overrides, config_file: str) -> list:
@@ -278,9 +295,39 @@ def check_num_classes(cfg) -> None:
             )
 
 
+def setup_yacs(args) -> CfgNode:
+    """A YAML config merged into every variant's defaults, then the ``KEY VALUE`` overrides (an unknown key
+    is refused by yacs, naming it). ``MODEL.DEVICE auto`` picks cuda when available; AMP is CUDA-only."""
+    cfg = get_detr_family_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.SOLVER.AMP.ENABLED = False
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main_yacs(args, cfg: CfgNode):
+    """detectron2's ``tools/train_net.py`` with :class:`DETRTrainer`; evaluation loads ``MODEL.WEIGHTS``
+    strictly (every key of the model, with its shape)."""
+    if args.eval_only:
+        model = DETRTrainer.build_model(cfg)
+        checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.require_all = True
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return DETRTrainer.test(cfg, model)
+    trainer = DETRTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
 def setup(args):
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"config file not found: {args.config_file}")
+    if args.config_file.endswith((".yaml", ".yml")):
+        return setup_yacs(args)
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, check_override_keys(cfg, args.opts, args.config_file))
     check_lazy_config(cfg, args.config_file)
@@ -293,6 +340,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if isinstance(cfg, CfgNode):
+        return main_yacs(args, cfg)
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)

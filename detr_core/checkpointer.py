@@ -181,17 +181,19 @@ class AtomicCheckpointer(DetectionCheckpointer):
         if not os.path.isdir(self.save_dir):
             return super().save(name, **kwargs)
         tmp_name = f".tmp-{name}"
-        self.tag_last_checkpoint = lambda basename: None  # fvcore tags the file it wrote: not yet
+        self._writing_tmp = True  # fvcore tags the file it wrote, the temporary one: not yet
         try:
             super().save(tmp_name, **kwargs)
         finally:
-            del self.tag_last_checkpoint  # back to the class method
+            self._writing_tmp = False
         tmp_path = os.path.join(self.save_dir, tmp_name + ".pth")
         _fsync(tmp_path)
         os.replace(tmp_path, os.path.join(self.save_dir, name + ".pth"))
         self.tag_last_checkpoint(name + ".pth")
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if getattr(self, "_writing_tmp", False):
+            return
         if not os.path.isdir(self.save_dir):
             return super().tag_last_checkpoint(last_filename_basename)
         path = os.path.join(self.save_dir, "last_checkpoint")

@@ -9,6 +9,7 @@ from detectron2.modeling import build_backbone
 
 from .backbone import torchvision_dc5_
 from .criterion import SetCriterion
+from .data.transforms import COCO_CROP_RESIZE_SIZES, COCO_CROP_SIZE_RANGE, COCO_MAX_SIZE, COCO_MIN_SIZES, COCO_TEST_SIZE
 from .matcher import HungarianMatcher
 from .position_encoding import PositionEmbeddingSine
 
@@ -91,7 +92,10 @@ def detr_family_node(**overrides) -> CN:
 
 
 def add_detr_family_defaults(cfg: CN) -> None:
-    """Backbone, input and solver defaults of the DETR recipes (torchvision R50, RGB, AdamW, clipping)."""
+    """Backbone, input and solver defaults of the DETR recipes (torchvision R50, RGB, AdamW, clipping): the
+    values of the LazyConfig recipes (``configs/common``) for what the yacs trainer
+    (:class:`detr_core.trainer.DETRTrainer`) reads. DETR's COCO augmentation: flip, then short side 480-800
+    (max 1333), or resize to 400/500/600, crop 384-600 and resize; test at 800 (max 1333). No warmup."""
     cfg.MODEL.PIXEL_MEAN = list(TORCHVISION_PIXEL_MEAN)
     cfg.MODEL.PIXEL_STD = list(TORCHVISION_PIXEL_STD)
     cfg.INPUT.FORMAT = "RGB"
@@ -111,6 +115,15 @@ def add_detr_family_defaults(cfg: CN) -> None:
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.INPUT.MIN_SIZE_TRAIN = COCO_MIN_SIZES
+    cfg.INPUT.MAX_SIZE_TRAIN = COCO_MAX_SIZE
+    cfg.INPUT.MIN_SIZE_TEST = COCO_TEST_SIZE
+    cfg.INPUT.MAX_SIZE_TEST = COCO_MAX_SIZE
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute_range"
+    cfg.INPUT.CROP.SIZE = list(COCO_CROP_SIZE_RANGE)
+    cfg.INPUT.CROP.RESIZE_SIZES = list(COCO_CROP_RESIZE_SIZES)  # the crop branch's first resize (DETR's own key)
 
 
 def add_detr_config(cfg: CN) -> None:

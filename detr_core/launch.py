@@ -44,9 +44,18 @@ def launch(main_func, num_processes: int, num_machines: int = 1, machine_rank: i
 
 def _cpu_worker(rank: int, main_func, world_size: int, dist_url: str, args) -> None:
     dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timedelta(minutes=30))
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    _create_local_process_group(world_size)
     comm.synchronize()
     try:
         main_func(*args)
     finally:
         dist.destroy_process_group()
+
+
+def _create_local_process_group(world_size: int) -> None:
+    """The group of this machine's processes that ``comm.get_local_rank()`` reads: detectron2's own function
+    where it has one (after v0.6); v0.6 keeps the group in a module variable its launcher sets directly."""
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(world_size)
+    else:
+        comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))

@@ -23,7 +23,8 @@ class Predictor:
     """A model and its test-time resize, like detectron2's ``DefaultPredictor`` for either config system.
 
     Args:
-        config: a LazyConfig file (``configs/.../*.py``), a loaded LazyConfig, or a yacs ``CfgNode`` set up
+        config: a LazyConfig file (``configs/.../*.py``), a YAML config file (``configs/.../*.yaml``), a loaded
+            LazyConfig, or a yacs ``CfgNode`` set up
             with the variant's ``add_*_config`` (then ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` give the
             test resize and ``DATASETS.TEST[0]`` the class names).
         weights: a checkpoint of exactly this model (a converted official checkpoint, ``model_final.pth``,
@@ -31,7 +32,8 @@ class Predictor:
             :class:`~detr_core.checkpointer.CheckpointMismatchError` lists what does not fit (a checkpoint of
             another variant never leaves random heads behind). Empty: refused unless ``allow_random_init``.
         device: ``"auto"`` (cuda when available), ``"cpu"`` or ``"cuda"``.
-        opts: LazyConfig overrides ``key=value`` (ignored for yacs: merge them into the node yourself).
+        opts: overrides: ``key=value`` for a LazyConfig, ``KEY VALUE`` pairs for a YAML file (ignored for a
+            ``CfgNode``: merge them into the node yourself).
         allow_random_init: keep the random initialisation when ``weights`` is empty (tests, FLOP counts,
             export checks); without it a predictor never runs a model nobody trained.
     """
@@ -51,6 +53,8 @@ class Predictor:
             )
         import_variants()
         self.device = resolve_device(device)
+        if isinstance(config, str) and config.endswith((".yaml", ".yml")):
+            config = _load_yaml(config, opts)
         if isinstance(config, CfgNode):
             cfg = config.clone()
             cfg.MODEL.DEVICE = self.device
@@ -104,3 +108,15 @@ class Predictor:
 
         keep = instances[instances.scores >= score_threshold]
         return Visualizer(image_rgb, self.metadata, scale=scale).draw_instance_predictions(keep).get_image()
+
+
+def _load_yaml(path: str, opts: Sequence[str]) -> CfgNode:
+    """A YAML config merged into every variant's defaults, then its ``KEY VALUE`` overrides."""
+    from .model_zoo import get_detr_family_cfg
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = get_detr_family_cfg()
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    return cfg

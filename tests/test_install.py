@@ -244,6 +244,21 @@ def test_apply_compat_edits_on_fake_tree_is_idempotent(tmp_path):
         installer.apply_compat_edits(tmp_path, pristine=True)
 
 
+def test_pkg_resources_edits_apply_to_an_upstream_model_zoo_without_setuptools_pkg_resources(tmp_path, monkeypatch):
+    """Route b (upstream source): detectron2 main's model_zoo still imports pkg_resources; where setuptools
+    no longer ships it, the installer edits that file, and leaves a tree without the import alone."""
+    path = tmp_path / "detectron2" / "model_zoo" / "model_zoo.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("# header\n" + "".join(e.old + "# between\n" for e in installer.PKG_RESOURCES_EDITS))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(installer.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pkg_resources" else real_find_spec(name, *a))
+    lines = installer.apply_pkg_resources_edits(tmp_path)
+    assert len(lines) == 2 and all(line.startswith("applied") for line in lines)
+    assert "pkg_resources" not in path.read_text().replace("no longer ships pkg_resources", "")
+    assert installer.apply_pkg_resources_edits(tmp_path) == []  # nothing left to do
+
+
 def test_verify_sha256_rejects_a_wrong_file(tmp_path):
     fake = tmp_path / "pb1-detectron2-0.6.tar.gz"
     fake.write_bytes(b"not the real sdist")

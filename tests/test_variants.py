@@ -309,3 +309,89 @@ def test_constructor_defaults_are_the_recipe(variant):
     for name, param in inspect.signature(variant.meta_arch.__init__).parameters.items():
         if param.default is not param.empty and name in cfg.model:
             assert cfg.model[name] == param.default or tuple(cfg.model[name]) == param.default, name
+
+
+YAML_CONFIGS = sorted(p for d in CONFIG_DIRS for p in glob.glob(os.path.join(ROOT, d, "*.yaml"))
+                      if not os.path.basename(p).startswith("Base-"))
+
+
+def test_every_model_zoo_entry_has_a_yaml_twin():
+    """Each COCO LazyConfig (every ``*.py`` but the tiny ``*_shapes.py``) has a YAML config of the same name."""
+    lazy = {p[:-3] for p in CONFIGS if not p.endswith("_shapes.py")}
+    assert lazy and lazy == {p[:-5] for p in YAML_CONFIGS}
+
+
+def training_recipe_of_yaml(cfg) -> dict:
+    """What a yacs config decides about training, in the LazyConfig's terms."""
+    from detr_core.data import DETRDatasetMapper
+
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    return {
+        "optimizer": cfg.SOLVER.OPTIMIZER.lower(), "lr": cfg.SOLVER.BASE_LR, "weight_decay": cfg.SOLVER.WEIGHT_DECAY,
+        "backbone_lr_factor": cfg.SOLVER.BACKBONE_MULTIPLIER,
+        "clip": (clip.ENABLED and clip.CLIP_TYPE == "full_model", clip.CLIP_VALUE, clip.NORM_TYPE),
+        "batch": cfg.SOLVER.IMS_PER_BATCH, "max_iter": cfg.SOLVER.MAX_ITER,
+        "lr_values": [1.0] + [cfg.SOLVER.GAMMA ** (i + 1) for i in range(len(cfg.SOLVER.STEPS))],
+        "milestones": list(cfg.SOLVER.STEPS), "warmup_iters": cfg.SOLVER.WARMUP_ITERS,
+        "weights": cfg.MODEL.WEIGHTS, "output_dir": cfg.OUTPUT_DIR, "checkpoint_period": cfg.SOLVER.CHECKPOINT_PERIOD,
+        "eval_period": cfg.TEST.EVAL_PERIOD, "amp": cfg.SOLVER.AMP.ENABLED,
+        "train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST),
+        "filter_empty": cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "train_augmentation": repr(DETRDatasetMapper.from_config(cfg, True)["augmentations"]),
+        "test_augmentation": repr(DETRDatasetMapper.from_config(cfg, False)["augmentations"]),
+    }
+
+
+def training_recipe_of_lazy(cfg) -> dict:
+    scheduler = cfg.lr_multiplier.scheduler
+    names = lambda n: [n] if isinstance(n, str) else list(n)  # noqa: E731
+    return {
+        "optimizer": cfg.optimizer._target_.__name__.lower(), "lr": cfg.optimizer.lr,
+        "weight_decay": cfg.optimizer.weight_decay, "backbone_lr_factor": cfg.optimizer.params.backbone_lr_factor,
+        "clip": (cfg.train.clip_grad.enabled, cfg.train.clip_grad.max_norm, cfg.train.clip_grad.norm_type),
+        "batch": cfg.dataloader.train.total_batch_size, "max_iter": cfg.train.max_iter,
+        "lr_values": list(scheduler["values"]), "milestones": list(scheduler.milestones),
+        "warmup_iters": cfg.lr_multiplier.warmup_length * cfg.train.max_iter,
+        "weights": cfg.train.init_checkpoint, "output_dir": cfg.train.output_dir,
+        "checkpoint_period": cfg.train.checkpointer.period, "eval_period": cfg.train.eval_period,
+        "amp": cfg.train.amp.enabled, "train": names(cfg.dataloader.train.dataset.names),
+        "test": names(cfg.dataloader.test.dataset.names), "filter_empty": cfg.dataloader.train.dataset.filter_empty,
+        "num_workers": cfg.dataloader.train.num_workers,
+        "train_augmentation": repr(instantiate(cfg.dataloader.train.mapper.augmentations)),
+        "test_augmentation": repr(instantiate(cfg.dataloader.test.mapper.augmentations)),
+    }
+
+
+#: one YAML config per base file and flavour in the fast suite (DC5, R101, patterns, SMCA, multi-scale); the
+#: others, which only repeat these settings in other combinations, run with the slow tests
+FAST_YAML = {"detr_r50_dc5_500ep", "cond_detr_r50_50ep", "dab_detr_r50_dc5_3pat_50ep", "smca_detr_r50_108ep",
+             "smca_detr_ms_r101_50ep", "sam_detr_r50_dc5_smca_12ep"}
+
+
+def yaml_and_lazy_twin(path):
+    from detr_core.model_zoo import get_config
+
+    relative = os.path.relpath(path, os.path.join(ROOT, "configs"))
+    return get_config(relative), get_config(relative[:-5] + ".py")
+
+
+@pytest.mark.parametrize("path", YAML_CONFIGS, ids=[os.path.basename(p) for p in YAML_CONFIGS])
+def test_yaml_config_trains_as_its_lazyconfig_twin(path):
+    """A YAML model-zoo config and the LazyConfig of the same name: the same optimizer, schedule, batch,
+    clipping, weights, data and augmentation."""
+    yacs_cfg, lazy_cfg = yaml_and_lazy_twin(path)
+    assert training_recipe_of_yaml(yacs_cfg) == training_recipe_of_lazy(lazy_cfg)
+
+
+@pytest.mark.parametrize("path", [p if os.path.basename(p)[:-5] in FAST_YAML else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in YAML_CONFIGS], ids=[os.path.basename(p) for p in YAML_CONFIGS])
+def test_yaml_config_builds_the_model_of_its_lazyconfig_twin(path):
+    """The same model (modules, sizes, every setting, frozen parameters, parameter names and shapes)."""
+    yacs_cfg, lazy_cfg = yaml_and_lazy_twin(path)
+    yacs_cfg.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        yacs_model, lazy_model = build_model(yacs_cfg), instantiate(lazy_cfg.model)
+    yacs, lazy = recipe(yacs_model), recipe(lazy_model)
+    assert not {k: (yacs.get(k), lazy.get(k)) for k in set(yacs) | set(lazy) if yacs.get(k) != lazy.get(k)}
+    shapes = lambda m: [(n, tuple(p.shape)) for n, p in m.named_parameters()]  # noqa: E731
+    assert shapes(yacs_model) == shapes(lazy_model)

@@ -498,6 +498,26 @@ def install_upstream() -> None:
     proc = pip("install", "--no-build-isolation", UPSTREAM_REQUIREMENT)
     if proc.returncode != 0:
         raise InstallError(f"pip install {UPSTREAM_REQUIREMENT} failed (exit {proc.returncode})")
+    tree = find_installed_tree()
+    if tree is not None:
+        for line in apply_pkg_resources_edits(tree.parent):
+            log("  " + line)
+
+
+#: the edits that upstream main still needs: its model_zoo imports pkg_resources
+PKG_RESOURCES_EDITS = tuple(e for e in EDITS if "pkg_resources" in e.why)
+
+
+def apply_pkg_resources_edits(root: Path) -> list[str]:
+    """Where setuptools no longer ships ``pkg_resources`` (>= 81), apply the ``model_zoo`` edits to the tree
+    under ``root`` (upstream main still imports it there); a tree without that import is left as it is.
+    Returns one line per edit applied."""
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return []
+    path = root / "detectron2" / "model_zoo" / "model_zoo.py"
+    if not path.is_file() or "import pkg_resources" not in path.read_text(encoding="utf-8"):
+        return []
+    return [f"{apply_edit(root, e):8s} {e.path}: {e.why}" for e in PKG_RESOURCES_EDITS]
 
 
 # --------------------------------------------------------------------------------------------

@@ -246,15 +246,25 @@ class DETRDatasetMapper(DatasetMapper):
     def __call__(self, dataset_dict):
         """detectron2's mapping; an unreadable image (corrupt, truncated, not an image) raises ``OSError``
         naming the file, whatever the decoder's own message says."""
+        kept = None
+        if self.is_train and "annotations" in dataset_dict:
+            kept = self.check_annotations(dataset_dict)
+            dataset_dict = {**dataset_dict, "annotations": kept}  # the caller's dict stays as it is
         try:
-            return super().__call__(dataset_dict)
+            mapped = super().__call__(dataset_dict)
         except (OSError, SyntaxError) as e:  # PIL's decode errors (UnidentifiedImageError is an OSError)
             file_name = dataset_dict.get("file_name", "<no file_name>")
             if isinstance(e, FileNotFoundError) or file_name in str(e):
                 raise
             raise OSError(f"{file_name}: cannot read the image ({type(e).__name__}: {e})") from e
+        if kept is not None and len(kept) > len(mapped["instances"]):
+            logger.debug(f"{dataset_dict.get('file_name')}: {len(kept) - len(mapped['instances'])} box(es) emptied "
+                         "by augmentation were dropped")
+        return mapped
 
-    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+    def check_annotations(self, dataset_dict) -> list:
+        """The annotations of a training record that DETR trains on (crowds and degenerate boxes dropped);
+        raises ``ValueError`` for a category id out of range (see the class docstring)."""
         file_name = dataset_dict.get("file_name", "<no file_name>")
         height, width = dataset_dict.get("height"), dataset_dict.get("width")
         kept = []
@@ -294,11 +304,7 @@ class DETRDatasetMapper(DatasetMapper):
                 )
                 continue
             kept.append(obj)
-        dataset_dict["annotations"] = kept
-        super()._transform_annotations(dataset_dict, transforms, image_shape)
-        removed = len(kept) - len(dataset_dict["instances"])
-        if removed:
-            logger.debug(f"{file_name}: {removed} box(es) emptied by augmentation were dropped")
+        return kept
 
 
 def detection_dataset_dicts(names, filter_empty: bool = False, **kwargs) -> list:
