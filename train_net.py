@@ -150,12 +150,23 @@ def check_output_dir(cfg, args) -> None:
 
 
 def check_eval_weights(cfg, args) -> None:
-    """``--eval-only`` evaluates given weights; a random model only with ``train.allow_random_init=True``."""
-    if args.eval_only and not cfg.train.init_checkpoint and not cfg.train.get("allow_random_init", False):
+    """``--eval-only`` evaluates given weights; a random model only with ``train.allow_random_init=True``.
+    A local ``train.init_checkpoint`` that does not exist is named with what to do, before anything is written
+    (a resumed run that has its own checkpoint does not need it)."""
+    path = cfg.train.init_checkpoint
+    if args.eval_only and not path and not cfg.train.get("allow_random_init", False):
         raise ValueError(
             "--eval-only needs weights: set train.init_checkpoint=<checkpoint> (or train.allow_random_init=True "
             "to evaluate a randomly initialised model on purpose)"
         )
+    resuming = args.resume and os.path.isfile(os.path.join(cfg.train.output_dir, "last_checkpoint"))
+    if path and "://" not in path and not os.path.isfile(path) and not resuming:
+        hint = ""
+        if os.path.basename(path) == "shapes_backbone.pth":
+            hint = (" The *_shapes configs start from the shared pretrained backbone: make it with "
+                    "`python tools/pretrain_shapes_backbone.py` (or `make quickstart`), or pass "
+                    "train.init_checkpoint= to start from random weights.")
+        raise FileNotFoundError(f"train.init_checkpoint={path}: no such file.{hint}")
 
 
 def build_train_loader(cfg, start_iter: int):

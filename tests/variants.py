@@ -71,9 +71,9 @@ DETR_DEAD = {  # with zero in_proj/out_proj biases at init the output is 0 whate
     "transformer.decoder.layers.0.self_attn.out_proj.weight",
     "transformer.decoder.layers.0.norm1.weight",
 }
-CONTENT_DEAD = {f"transformer.decoder.layers.0.self_attn.{n}_proj.weight" for n in ("qcontent", "kcontent", "v")}
-# DAB-DETR: every value is v_proj.bias, so (dropout 0) the output does not depend on the attention weights
-DAB_DEAD = {f"transformer.decoder.layers.0.self_attn.{n}_proj.{t}" for n in ("qcontent", "qpos", "kcontent", "kpos")
+# Conditional, DAB and SAM-DETR: the first decoder layer's target is zero, so every value is v_proj.bias and,
+# without dropout (the shapes scale has none), its self-attention output does not depend on the attention weights
+ZERO_TARGET_DEAD = {f"transformer.decoder.layers.0.self_attn.{n}_proj.{t}" for n in ("qcontent", "qpos", "kcontent", "kpos")
             for t in ("weight", "bias")} | {"transformer.decoder.layers.0.self_attn.v_proj.weight"}
 
 
@@ -85,7 +85,7 @@ def sam_dead(model) -> Set[str]:
         p = f"transformer.decoder.layers.{i}."
         names |= {p + "self_attn.kcontent_proj.bias", p + "self_attn.kpos_proj.bias"}
         names |= {p + "ca_kcontent_proj.bias", p + "ca_kpos_sine_proj.layers.1.bias"}
-    return names | CONTENT_DEAD | zero_box_hidden(model)
+    return names | ZERO_TARGET_DEAD | zero_box_hidden(model)
 
 
 @dataclass(frozen=True)
@@ -114,15 +114,15 @@ VARIANTS = [
             detr_core.add_detr_config, "DETR", False, lambda m: DETR_DEAD),
     Variant("cond_detr", "configs/cond_detr/cond_detr_shapes.py", "configs/common/models/cond_detr.py",
             cond_detr.ConditionalDETR, cond_detr.add_cond_detr_config, "CONDITIONAL_DETR", True,
-            lambda m: key_bias_names(m) | CONTENT_DEAD | zero_box_hidden(m)),
+            lambda m: key_bias_names(m) | ZERO_TARGET_DEAD | zero_box_hidden(m)),
     Variant("dab_detr", "configs/dab_detr/dab_detr_shapes.py", "configs/common/models/dab_detr.py", dab_detr.DABDETR,
-            dab_detr.add_dab_detr_config, "DAB_DETR", True, lambda m: key_bias_names(m) | DAB_DEAD | zero_box_hidden(m)),
+            dab_detr.add_dab_detr_config, "DAB_DETR", True, lambda m: key_bias_names(m) | ZERO_TARGET_DEAD | zero_box_hidden(m)),
     Variant("smca_detr", "configs/smca_detr/smca_detr_shapes.py", "configs/common/models/smca_detr.py",
             smca_detr.SMCADETR, smca_detr.add_smca_detr_config, "SMCA_DETR", False, lambda m: DETR_DEAD),
     Variant("smca_detr_ms", "configs/smca_detr/smca_detr_ms_shapes.py", "configs/common/models/smca_detr_ms.py",
             smca_detr.SMCADETR, smca_detr.add_smca_detr_config, "SMCA_DETR", False, lambda m: DETR_DEAD,
             yacs={"MODEL.SMCA_DETR.MULTI_SCALE.ENABLED": True, "MODEL.RESNETS.OUT_FEATURES": ["res4", "res5"]},
-            strides={"res4": 16, "res5": 32}),
+            strides={"res3": 8, "res4": 16}),
     Variant("sam_detr", "configs/sam_detr/sam_detr_shapes.py", "configs/common/models/sam_detr.py", sam_detr.SAMDETR,
             sam_detr.add_sam_detr_config, "SAM_DETR", True, sam_dead, roi_queries=True),
     Variant("sam_detr_smca", "configs/sam_detr/sam_detr_smca_shapes.py", "configs/common/models/sam_detr.py",

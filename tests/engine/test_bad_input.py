@@ -288,3 +288,18 @@ def test_non_finite_predictions_reach_the_matcher_as_a_floating_point_error():
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}] * 2
     with pytest.raises(FloatingPointError, match=r"NaN or infinite matching cost for image 1 of the batch at decoder level 1"):
         HungarianMatcher()(logits, boxes, targets)
+
+
+def test_a_missing_init_checkpoint_is_named_with_what_to_do(tmp_path):
+    from detectron2.config import LazyConfig
+    from detectron2.engine import default_argument_parser
+
+    cfg = LazyConfig.load("configs/detr/detr_shapes.py")
+    cfg.train.output_dir = str(tmp_path / "run")
+    cfg.train.init_checkpoint = str(tmp_path / "shapes_backbone.pth")
+    args = default_argument_parser().parse_args([])
+    with pytest.raises(FileNotFoundError, match=r"shapes_backbone.pth: no such file.*pretrain_shapes_backbone.py"):
+        train_net.check_eval_weights(cfg, args)
+    cfg.train.init_checkpoint = ""  # random weights on purpose: training is allowed
+    train_net.check_eval_weights(cfg, args)
+    assert not (tmp_path / "run").exists()  # nothing written

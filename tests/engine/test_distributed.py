@@ -46,6 +46,7 @@ def test_two_process_cpu_training_with_train_net(tmp_path):
         "model.transformer.num_decoder_layers=1", "model.transformer.dim_feedforward=64",
         "model.position_encoding.num_pos_feats=16", "model.num_queries=10",
         "train.max_iter=3", "train.eval_period=1000", "train.log_period=1", f"train.output_dir={out}",
+        "train.init_checkpoint=",  # random initialisation: no pretrained backbone file needed
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,6 +23,7 @@ TINY = [
     "model.transformer.dim_feedforward=64",
     "model.position_encoding.num_pos_feats=16",
     "model.num_queries=10",
+    "train.init_checkpoint=",  # random initialisation: no pretrained backbone file needed
     "train.seed=7",
     "train.log_period=1",
     "train.metrics_window=1",  # raw losses: detectron2's default 20-iteration median restarts on resume
