@@ -270,7 +270,7 @@ def test_crowd_removed_and_test_mode(image_dict, caplog):
     assert not caplog.records
     test = DETRDatasetMapper(False, augmentations=shapes_test_augmentation())(image_dict)
     assert "instances" not in test and "annotations" not in test
-    assert tuple(test["image"].shape) == (3, 160, 200)
+    assert tuple(test["image"].shape) == (3, SHAPES_TEST_SIZE, SHAPES_TEST_SIZE * 100 // 80)  # 80x100 resized
     assert test["height"] == 80 and test["width"] == 100  # original size kept for postprocessing
 
 

@@ -2,6 +2,7 @@
 hand-computed Gaussians stay small."""
 from detectron2.config import LazyCall as L
 
+from detr_core import build_resnet
 from tests.variants import PatchBackbone, tiny
 
 SMALL = {"transformer.nhead": 4, "num_queries": 7}
@@ -18,9 +19,10 @@ def tiny_smca(dynamic_scale="type3", **model):
 
 
 def tiny_smca_ms(layer_types=("intra", "multi", "intra"), backbone=None, **transformer):
-    """Multi-scale over res4, res5 and a stride-64 level, in stride-32 cells (reference level 1, as COCO)."""
-    overrides = {**SMALL, "transformer.encoder_layer_types": layer_types, "transformer.reference_level": 1}
+    """Multi-scale over res4, res5 and a stride-64 level, in stride-32 cells (reference level 1), the COCO
+    recipe's levels (the shapes config itself uses res3, res4 and a stride-32 level)."""
+    overrides = {**SMALL, "transformer.encoder_layer_types": layer_types, "transformer.reference_level": 1,
+                 "in_features": ("res4", "res5"),
+                 "backbone": backbone or L(build_resnet)(depth=18, width=32, out_features=("res4", "res5"))}
     overrides.update({f"transformer.{k}": v for k, v in transformer.items()})
-    if backbone is not None:
-        overrides["backbone"] = backbone
     return tiny("smca_detr_ms", overrides)
