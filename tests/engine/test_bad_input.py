@@ -99,7 +99,10 @@ def test_training_set_without_annotations_is_refused(tmp_path):
 
 
 def parse(*argv):
-    return train_net.argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *argv])
+    # random initialisation: a fresh clone has no pretrained shapes backbone (output/shapes_backbone.pth)
+    flags = [a for a in argv if a.startswith("--")]
+    opts = [a for a in argv if not a.startswith("--")]
+    return train_net.argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *flags, "train.init_checkpoint=", *opts])
 
 
 def test_unknown_override_key_is_named_with_suggestions():

@@ -11,7 +11,10 @@ from detr_core.checkpointer import AtomicCheckpointer
 
 
 def parse(*argv):
-    return default_argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *argv])
+    # random initialisation: a fresh clone has no pretrained shapes backbone (output/shapes_backbone.pth)
+    flags = [a for a in argv if a.startswith("--")]
+    opts = [a for a in argv if not a.startswith("--")]
+    return default_argument_parser().parse_args(["--config-file", "configs/detr/detr_shapes.py", *flags, "train.init_checkpoint=", *opts])
 
 
 def test_override_keys_are_named_arguments_not_anything_a_kwargs_takes():
