@@ -112,9 +112,7 @@ def run_all(jobs, args) -> None:
                   f"({threads} thread(s), log {log.name}): {' '.join(cmd)}", flush=True)
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             running.append((name, seed, proc, log, time.perf_counter()))
-        if failed and not running:
-            break
-        if not todo and not running:
+        if not running:  # nothing left to run, or a failure stopped new starts and the others have ended
             break
         time.sleep(2)
         for item in list(running):
