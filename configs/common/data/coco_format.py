@@ -1,17 +1,17 @@
 """Your own COCO-format dataset: one ``dataset`` node says where it is, how many classes and training images
 it has and how many epochs to train; the loaders, the evaluator, the model's classes and the schedule all read
-it (OmegaConf interpolations), so a command-line override such as ``dataset.num_classes=5`` changes them all.
+it (OmegaConf interpolations). The loaders are those of ``coco.py`` (DETR's COCO augmentation), reading
+this dataset, so a command-line override such as ``dataset.num_classes=5`` changes them all.
 
 The dataset registers itself in every process that builds a loader or the evaluator (no registration code to
 add to train_net.py), and the json is checked against ``num_classes`` and ``num_images`` before training.
 """
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from omegaconf import OmegaConf
 
-from detr_core.data import (
-    DETRDatasetMapper, coco_format_dicts, coco_format_evaluator, coco_test_augmentation, coco_train_augmentation,
-)
+from detr_core.data import coco_format_dicts, coco_format_evaluator
+
+from .coco import dataloader
 
 # Placeholders: a config that imports this file sets its own values (configs/custom/*.py).
 dataset = OmegaConf.create(
@@ -28,25 +28,14 @@ dataset = OmegaConf.create(
     )
 )
 
-dataloader = OmegaConf.create()
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(coco_format_dicts)(
-        names="${dataset.name}_train", json_file="${dataset.train_json}", image_root="${dataset.train_images}",
-        num_classes="${dataset.num_classes}", num_images="${dataset.num_images}",
-    ),
-    mapper=L(DETRDatasetMapper)(
-        is_train=True, augmentations=L(coco_train_augmentation)(), image_format="RGB", num_classes="${dataset.num_classes}"
-    ),
-    total_batch_size=16,
-    num_workers=4,
+dataloader.train.dataset = L(coco_format_dicts)(
+    names="${dataset.name}_train", json_file="${dataset.train_json}", image_root="${dataset.train_images}",
+    num_classes="${dataset.num_classes}", num_images="${dataset.num_images}",
 )
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(coco_format_dicts)(
-        names="${dataset.name}_val", json_file="${dataset.val_json}", image_root="${dataset.val_images}",
-        num_classes="${dataset.num_classes}", is_train=False,
-    ),
-    mapper=L(DETRDatasetMapper)(is_train=False, augmentations=L(coco_test_augmentation)(), image_format="RGB"),
-    num_workers=4,
+dataloader.train.mapper.num_classes = "${dataset.num_classes}"
+dataloader.test.dataset = L(coco_format_dicts)(
+    names="${dataset.name}_val", json_file="${dataset.val_json}", image_root="${dataset.val_images}",
+    num_classes="${dataset.num_classes}", is_train=False,
 )
 dataloader.evaluator = L(coco_format_evaluator)(
     name="${dataset.name}_val", json_file="${dataset.val_json}", image_root="${dataset.val_images}"
