@@ -14,7 +14,18 @@ import os
 
 from detectron2.config import CfgNode, LazyConfig, get_cfg
 
-__all__ = ["configs_dir", "get_config_file", "get_config", "get_detr_family_cfg"]
+__all__ = ["SHAPES_CONFIGS", "configs_dir", "get_config_file", "get_config", "get_detr_family_cfg"]
+
+#: Every variant's config for the embedded shapes benchmark, in the order tables list them.
+SHAPES_CONFIGS = {
+    "detr": "detr/detr_shapes.py",
+    "cond_detr": "cond_detr/cond_detr_shapes.py",
+    "dab_detr": "dab_detr/dab_detr_shapes.py",
+    "smca_detr": "smca_detr/smca_detr_shapes.py",
+    "smca_detr_ms": "smca_detr/smca_detr_ms_shapes.py",
+    "sam_detr": "sam_detr/sam_detr_shapes.py",
+    "sam_detr_smca": "sam_detr/sam_detr_smca_shapes.py",
+}
 
 
 def configs_dir() -> str:

@@ -11,6 +11,8 @@ background is not one, but nothing about sets, queries or box regression.
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Dict, List, Sequence
 
 import torch
@@ -18,7 +20,11 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, ImageList, pairwise_iou
 from torch import nn
 
-__all__ = ["BoxClassifier", "backbone_checkpoint"]
+__all__ = ["BoxClassifier", "backbone_checkpoint", "backbone_record", "check_backbone_file", "pretrain"]
+
+#: Every shapes config has this config's backbone and data (a model-zoo path, see :mod:`detr_core.model_zoo`).
+SHAPES_CONFIG = "smca_detr/smca_detr_shapes.py"
+DEFAULT_ITERATIONS = 300
 
 
 class BoxClassifier(nn.Module):
@@ -102,3 +108,88 @@ def backbone_checkpoint(backbone: nn.Module, meta: Dict | None = None) -> Dict:
         if not key.endswith("num_batches_tracked")  # the detectors' FrozenBatchNorm2d has no such buffer
     }
     return {"model": state, "shapes_backbone": dict(meta or {})}
+
+
+def backbone_record(max_iter: int = DEFAULT_ITERATIONS, batch_size: int = 16, lr: float = 1e-3, seed: int = 0) -> dict:
+    """What a backbone file made with these settings records (compared by :func:`check_backbone_file`)."""
+    from detectron2.data import MetadataCatalog
+    from omegaconf import OmegaConf
+
+    from . import data  # noqa: F401  (registers shapes)
+    from .model_zoo import get_config
+
+    cfg = get_config(SHAPES_CONFIG)
+    backbone = OmegaConf.to_container(cfg.model.backbone)
+    backbone = {k: v for k, v in backbone.items() if k not in ("_target_", "norm", "freeze_at")}
+    return {
+        "pretext": "box classification",
+        "dataset": dict(MetadataCatalog.get(cfg.dataloader.train.dataset.names).shapes_params),
+        "backbone": dict(backbone),
+        "iterations": max_iter,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+    }
+
+
+def check_backbone_file(path: str, expected: dict) -> None:
+    """Refuse a backbone file that is not what :func:`pretrain` makes now (other data, backbone or pretext),
+    naming the file and what differs."""
+    from .checkpointer import read_checkpoint
+
+    try:
+        checkpoint = read_checkpoint(path)
+    except Exception as e:  # noqa: BLE001  (any unreadable file gets the same message)
+        raise ValueError(f"{path}: cannot read the backbone checkpoint ({e}); delete it to make a new one") from e
+    found = checkpoint.get("shapes_backbone") if isinstance(checkpoint, dict) else None
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} is not a shapes backbone made by tools/pretrain_shapes_backbone.py; delete it "
+                         "or pass another path")
+    changed = [k for k in ("pretext", "dataset", "backbone") if found.get(k) != expected.get(k)]
+    if changed:
+        detail = "; ".join(f"{k}: {found.get(k)!r} there, {expected.get(k)!r} now" for k in changed)
+        raise ValueError(f"{path} was made for other data or another backbone ({detail}). Delete it to make a "
+                         "new one, or pass another path.")
+
+
+def pretrain(output: str, max_iter: int = DEFAULT_ITERATIONS, batch_size: int = 16, lr: float = 1e-3,
+             seed: int = 0, num_workers: int = 2) -> str:
+    """Train and write the backbone checkpoint to ``output`` (atomically); returns ``output``."""
+    import torch
+    from detectron2.config import instantiate
+    from detectron2.engine import SimpleTrainer, hooks
+    from detectron2.utils.events import CommonMetricPrinter
+    from detectron2.utils.logger import setup_logger
+
+    from .model_zoo import get_config
+
+    setup_logger(name="detectron2")
+    torch.manual_seed(seed)
+    cfg = get_config(SHAPES_CONFIG)
+    cfg.model.backbone.norm = "BN"  # trained here; the detectors freeze the statistics it learns
+    cfg.model.backbone.freeze_at = 0
+    backbone = instantiate(cfg.model.backbone)
+    model = BoxClassifier(
+        backbone, cfg.model.num_classes, cfg.model.pixel_mean, cfg.model.pixel_std, feature=cfg.model.in_features[0]
+    )
+    cfg.dataloader.train.total_batch_size = batch_size
+    cfg.dataloader.train.num_workers = num_workers
+    loader = instantiate(cfg.dataloader.train)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(max_iter * 0.8)], 0.1)
+    trainer = SimpleTrainer(model, loader, optimizer)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(optimizer, scheduler),
+            hooks.PeriodicWriter([CommonMetricPrinter(max_iter)], period=20),  # loss and ETA
+        ]
+    )
+    start = time.perf_counter()
+    trainer.train(0, max_iter)
+    record = backbone_record(max_iter, batch_size, lr, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    torch.save(backbone_checkpoint(backbone, record), output + ".tmp")
+    os.replace(output + ".tmp", output)  # a killed run never leaves a half-written checkpoint
+    print(f"wrote {output} ({max_iter} iterations in {time.perf_counter() - start:.0f} s)", flush=True)
+    return output

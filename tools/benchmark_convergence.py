@@ -27,10 +27,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from detr_core.model_zoo import SHAPES_CONFIGS as VARIANTS, get_config, get_config_file
 
-from configs.common.shapes_scale import SHAPES_CONFIGS as VARIANTS  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 DEFAULT_BACKBONE = "output/shapes_backbone.pth"
 
@@ -71,7 +70,7 @@ def run_command(name: str, seed: int, args) -> tuple:
         sys.executable,
         os.path.join(ROOT, "train_net.py"),
         "--config-file",
-        os.path.join(ROOT, VARIANTS[name]),
+        get_config_file(VARIANTS[name]),
         "--resume" if resume else "--overwrite",  # no checkpoint yet: start this run's folder afresh
         f"train.output_dir={run_dir}",
         f"train.init_checkpoint={args.backbone}",
@@ -361,14 +360,14 @@ def report(rows, names, seeds, thresholds, max_iter: int) -> str:
 
 
 def main(argv=None) -> int:
-    from configs.common.shapes_scale import MAX_ITER
+    max_iter = get_config(VARIANTS["smca_detr"]).train.max_iter  # every shapes config's budget
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME",
                         help="variants to race: " + ", ".join(VARIANTS) + " (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--max-iter", type=int, default=MAX_ITER,
-                        help=f"iteration budget per variant (default {MAX_ITER}); the lr drops 10x at 90 %%")
+    parser.add_argument("--max-iter", type=int, default=max_iter,
+                        help=f"iteration budget per variant (default {max_iter}); the lr drops 10x at 90 %%")
     parser.add_argument("--eval-period", type=int, default=250, help="evaluate every this many iterations")
     parser.add_argument("--thresholds", nargs="+", type=float, default=[30.0, 50.0],
                         help="AP50 (%%) levels whose reaching is reported (default 30 50)")
@@ -387,19 +386,24 @@ def main(argv=None) -> int:
     bad = [o for o in args.opts if "=" not in o]
     if bad:
         parser.error(f"overrides are key=value pairs; got {bad[0]!r}")
-    missing = [f"{n} ({VARIANTS[n]})" for n in args.variants if not os.path.isfile(os.path.join(ROOT, VARIANTS[n]))]
-    if missing:
-        raise SystemExit("config file not found for " + ", ".join(missing))
+    for name in args.variants:
+        try:
+            get_config_file(VARIANTS[name])
+        except FileNotFoundError as e:
+            raise SystemExit(f"{name}: {e}") from None
     names = list(args.variants)
     args.output = os.path.abspath(args.output)
     args.backbone = os.path.abspath(args.backbone)
     start = time.perf_counter()
     if not args.report_only:
-        from tools.pretrain_shapes_backbone import backbone_record, check_backbone_file, pretrain
+        from detr_core.pretext import backbone_record, check_backbone_file, pretrain
 
         args.backbone_record = backbone_record()
         if os.path.isfile(args.backbone):
-            check_backbone_file(args.backbone, args.backbone_record)
+            try:
+                check_backbone_file(args.backbone, args.backbone_record)
+            except ValueError as e:
+                raise SystemExit(str(e)) from None
         else:
             print(f"=== pretraining the shared backbone: {args.backbone} ===", flush=True)
             pretrain(args.backbone)

@@ -22,10 +22,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from detr_core.model_zoo import SHAPES_CONFIGS as VARIANTS, get_config_file
 
-from configs.common.shapes_scale import SHAPES_CONFIGS as VARIANTS  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VARIANT = "smca_detr"
 
 
@@ -75,7 +74,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     os.chdir(ROOT)
     from detr_core.data import ensure_shapes
-    from tools.pretrain_shapes_backbone import backbone_record, check_backbone_file, pretrain
+    from detr_core.pretext import backbone_record, check_backbone_file, pretrain
 
     step(1, "shapes dataset")
     ensure_shapes()
@@ -83,12 +82,15 @@ def main(argv=None) -> int:
 
     step(2, "shared backbone (box-classification pretraining)")
     if os.path.isfile(args.backbone):
-        check_backbone_file(args.backbone, backbone_record())
+        try:
+            check_backbone_file(args.backbone, backbone_record())
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         print(f"reusing {args.backbone}", flush=True)
     else:
         pretrain(args.backbone)
 
-    config = VARIANTS[args.variant]
+    config = os.path.relpath(get_config_file(VARIANTS[args.variant]))
     weights = os.path.join(args.output_dir, "model_final.pth")
     step(3, f"training {args.variant} ({config})")
     overrides = [f"train.output_dir={args.output_dir}", f"train.init_checkpoint={args.backbone}", *args.opts]

@@ -24,17 +24,6 @@ NUM_QUERIES = 30
 IN_FEATURE = "res4"
 BACKBONE_WIDTH = 32
 
-#: Every variant's shapes config (relative to the repository root), in the order tables list them.
-SHAPES_CONFIGS = {
-    "detr": "configs/detr/detr_shapes.py",
-    "cond_detr": "configs/cond_detr/cond_detr_shapes.py",
-    "dab_detr": "configs/dab_detr/dab_detr_shapes.py",
-    "smca_detr": "configs/smca_detr/smca_detr_shapes.py",
-    "smca_detr_ms": "configs/smca_detr/smca_detr_ms_shapes.py",
-    "sam_detr": "configs/sam_detr/sam_detr_shapes.py",
-    "sam_detr_smca": "configs/sam_detr/sam_detr_smca_shapes.py",
-}
-
 #: The shared pretrained backbone every shapes config starts from; made by tools/pretrain_shapes_backbone.py.
 SHAPES_BACKBONE = "output/shapes_backbone.pth"
 

@@ -32,12 +32,12 @@ def test_speed_benchmark_writes_json_and_markdown(tmp_path):
 def _shapes_backbone_file(path):
     """A backbone file the race accepts (the shapes backbone, untrained, with the current record)."""
     import torch
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
 
-    from detr_core.pretext import backbone_checkpoint
-    from tools.pretrain_shapes_backbone import SHAPES_CONFIG, backbone_record
+    from detr_core.model_zoo import get_config
+    from detr_core.pretext import SHAPES_CONFIG, backbone_checkpoint, backbone_record
 
-    backbone = instantiate(LazyConfig.load(os.path.join(ROOT, SHAPES_CONFIG)).model.backbone)
+    backbone = instantiate(get_config(SHAPES_CONFIG).model.backbone)
     torch.save(backbone_checkpoint(backbone, backbone_record()), path)
     return str(path)
 

@@ -5,8 +5,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from detr_core import build_resnet
-from detr_core.pretext import BoxClassifier, backbone_checkpoint
-from tools.pretrain_shapes_backbone import backbone_record, check_backbone_file
+from detr_core.pretext import BoxClassifier, backbone_checkpoint, backbone_record, check_backbone_file
 
 SHAPES_CONFIGS = [
     "configs/detr/detr_shapes.py",
@@ -83,15 +82,15 @@ def test_a_backbone_file_for_other_data_or_backbone_is_refused(tmp_path):
     other = dict(expected, dataset=dict(expected["dataset"], image_size=160))
     stale = tmp_path / "stale.pth"
     torch.save(backbone_checkpoint(torch.nn.Linear(1, 1), other), stale)
-    with pytest.raises(SystemExit, match=r"stale\.pth.*image_size.*160"):
+    with pytest.raises(ValueError, match=r"stale\.pth.*image_size.*160"):
         check_backbone_file(str(stale), expected)
 
     foreign = tmp_path / "foreign.pth"
     torch.save({"model": {"backbone.x": torch.zeros(1)}}, foreign)
-    with pytest.raises(SystemExit, match="foreign.pth is not a shapes backbone"):
+    with pytest.raises(ValueError, match="foreign.pth is not a shapes backbone"):
         check_backbone_file(str(foreign), expected)
 
     broken = tmp_path / "broken.pth"
     broken.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(SystemExit, match="broken.pth: cannot read"):
+    with pytest.raises(ValueError, match="broken.pth: cannot read"):
         check_backbone_file(str(broken), expected)

@@ -31,15 +31,16 @@ def test_quickstart_refuses_bad_arguments(argv, message, capsys):
 def test_quickstart_model_loss_falls(tmp_path):
     """The quickstart's variant at its shapes scale, on a fixed batch of 4 shapes images: 40 AdamW steps at
     the recipe's lr lower the total loss."""
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
     from detectron2.data import DatasetMapper
     from detectron2.data.datasets import load_coco_json
 
     from configs.common.shapes_scale import LR
     from detr_core.data import ensure_shapes_split
+    from detr_core.model_zoo import get_config
 
     json_path, image_root = ensure_shapes_split(str(tmp_path), "few", 4, 128, 0)
-    cfg = LazyConfig.load(quickstart.VARIANTS[quickstart.DEFAULT_VARIANT])
+    cfg = get_config(quickstart.VARIANTS[quickstart.DEFAULT_VARIANT])
     cfg.model.backbone.norm = "BN"
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
