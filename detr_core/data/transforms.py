@@ -160,15 +160,20 @@ def coco_test_augmentation() -> list[T.Augmentation]:
     return [T.ResizeShortestEdge(COCO_TEST_SIZE, COCO_MAX_SIZE)]
 
 
-def shapes_train_augmentation() -> list[T.Augmentation]:
-    """The DETR recipe scaled to 160 px shapes images (short side 128-192, max 320, crop 96-160)."""
+def shapes_train_augmentation(
+    min_sizes: Sequence[int] = SHAPES_MIN_SIZES, crop: bool = True
+) -> list[T.Augmentation]:
+    """The DETR recipe scaled to the 256-px shapes images: flip, short side ``min_sizes`` (default 80-128,
+    max 213) and, with ``crop``, DETR's crop branch (resize to 128-192, crop 96-192, resize) half the time."""
+    if not crop:
+        return build_detr_train_augmentation(min_sizes, SHAPES_MAX_SIZE)
     return build_detr_train_augmentation(
-        SHAPES_MIN_SIZES, SHAPES_MAX_SIZE, SHAPES_CROP_RESIZE_SIZES, SHAPES_CROP_SIZE_RANGE
+        min_sizes, SHAPES_MAX_SIZE, SHAPES_CROP_RESIZE_SIZES, SHAPES_CROP_SIZE_RANGE
     )
 
 
 def shapes_test_augmentation() -> list[T.Augmentation]:
-    """Shapes test resize: short side 160, max 320."""
+    """Shapes test resize: short side 128, max 213."""
     return [T.ResizeShortestEdge(SHAPES_TEST_SIZE, SHAPES_MAX_SIZE)]
 
 

@@ -122,6 +122,18 @@ def test_shapes_recipe_output_sizes_and_both_branches():
     assert aug_input.image.shape[:2] == (SHAPES_TEST_SIZE, SHAPES_TEST_SIZE * 320 // 256)
 
 
+def test_shapes_recipe_without_crop_keeps_the_whole_scene_at_the_given_sizes():
+    image = np.zeros((256, 256, 3), dtype=np.uint8)
+    augs = T.AugmentationList(shapes_train_augmentation(min_sizes=(112, 128), crop=False))
+    np.random.seed(0)
+    sizes = set()
+    for _ in range(50):
+        aug_input = T.AugInput(image)
+        augs(aug_input)
+        sizes.add(aug_input.image.shape[:2])
+    assert sizes == {(112, 112), (128, 128)}  # square in, square out: nothing was cropped
+
+
 # ------------------------------------------------------------------------------------------------
 # Mapper
 # ------------------------------------------------------------------------------------------------
