@@ -33,6 +33,7 @@ DEFAULT_VARIANT = "smca_detr"
 #: docs/BENCHMARKS.md.
 MAX_ITER = 1800
 RECIPE = {
+    "train.seed": 0,  # the run the README shows; other seeds differ by a few AP50 points
     "optimizer.lr": 8e-4,
     "dataloader.train.total_batch_size": 16,
     "dataloader.train.mapper.augmentations.crop": False,
