@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Quickstart: a DETR-family detector that visibly learns on a laptop CPU, in about 10 minutes on 2 cores.
+"""Quickstart: a DETR-family detector that visibly learns on a laptop CPU, in about 8 minutes on 2 cores.
 
     python tools/quickstart.py                                  # SMCA-DETR, the fastest to learn here
     python tools/quickstart.py --variant cond_detr              # any of the seven variants
