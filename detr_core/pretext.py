@@ -20,11 +20,14 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, ImageList, pairwise_iou
 from torch import nn
 
-__all__ = ["BoxClassifier", "backbone_checkpoint", "backbone_record", "check_backbone_file", "pretrain"]
+__all__ = [
+    "BoxClassifier", "backbone_checkpoint", "backbone_record", "check_backbone_file", "ensure_backbone", "pretrain",
+]
 
 #: Every shapes config has this config's backbone and data (a model-zoo path, see :mod:`detr_core.model_zoo`).
 SHAPES_CONFIG = "smca_detr/smca_detr_shapes.py"
-DEFAULT_ITERATIONS = 300
+#: The pretraining's defaults (iterations, batch, AdamW lr, seed), those of the shared shapes backbone.
+DEFAULT_ITERATIONS, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_SEED = 300, 16, 1e-3, 0
 
 
 class BoxClassifier(nn.Module):
@@ -110,7 +113,8 @@ def backbone_checkpoint(backbone: nn.Module, meta: Dict | None = None) -> Dict:
     return {"model": state, "shapes_backbone": dict(meta or {})}
 
 
-def backbone_record(max_iter: int = DEFAULT_ITERATIONS, batch_size: int = 16, lr: float = 1e-3, seed: int = 0) -> dict:
+def backbone_record(max_iter: int = DEFAULT_ITERATIONS, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
+                    seed: int = DEFAULT_SEED) -> dict:
     """What a backbone file made with these settings records (compared by :func:`check_backbone_file`)."""
     from detectron2.data import MetadataCatalog
     from omegaconf import OmegaConf
@@ -152,10 +156,9 @@ def check_backbone_file(path: str, expected: dict) -> None:
                          "new one, or pass another path.")
 
 
-def pretrain(output: str, max_iter: int = DEFAULT_ITERATIONS, batch_size: int = 16, lr: float = 1e-3,
-             seed: int = 0, num_workers: int = 2) -> str:
+def pretrain(output: str, max_iter: int = DEFAULT_ITERATIONS, batch_size: int = DEFAULT_BATCH_SIZE,
+             lr: float = DEFAULT_LR, seed: int = DEFAULT_SEED, num_workers: int = 2) -> str:
     """Train and write the backbone checkpoint to ``output`` (atomically); returns ``output``."""
-    import torch
     from detectron2.config import instantiate
     from detectron2.engine import SimpleTrainer, hooks
     from detectron2.utils.events import CommonMetricPrinter
@@ -193,3 +196,16 @@ def pretrain(output: str, max_iter: int = DEFAULT_ITERATIONS, batch_size: int = 
     os.replace(output + ".tmp", output)  # a killed run never leaves a half-written checkpoint
     print(f"wrote {output} ({max_iter} iterations in {time.perf_counter() - start:.0f} s)", flush=True)
     return output
+
+
+def ensure_backbone(path: str) -> dict:
+    """The shared shapes backbone at ``path``: checked with :func:`check_backbone_file` when the file exists
+    (ValueError naming what differs), made with the default :func:`pretrain` otherwise; returns its record."""
+    record = backbone_record()
+    if os.path.isfile(path):
+        check_backbone_file(path, record)
+        print(f"reusing {path}", flush=True)
+    else:
+        print(f"pretraining the shared backbone into {path}", flush=True)
+        pretrain(path)
+    return record

@@ -396,17 +396,12 @@ def main(argv=None) -> int:
     args.backbone = os.path.abspath(args.backbone)
     start = time.perf_counter()
     if not args.report_only:
-        from detr_core.pretext import backbone_record, check_backbone_file, pretrain
+        from detr_core.pretext import ensure_backbone
 
-        args.backbone_record = backbone_record()
-        if os.path.isfile(args.backbone):
-            try:
-                check_backbone_file(args.backbone, args.backbone_record)
-            except ValueError as e:
-                raise SystemExit(str(e)) from None
-        else:
-            print(f"=== pretraining the shared backbone: {args.backbone} ===", flush=True)
-            pretrain(args.backbone)
+        try:
+            args.backbone_record = ensure_backbone(args.backbone)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         check_settings(args)
         run_all([(name, seed) for seed in args.seeds for name in names], args)
     rows = collect(names, args.seeds, args)

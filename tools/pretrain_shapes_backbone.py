@@ -16,7 +16,7 @@ quickstart and the convergence race check before they use it.
 import argparse
 import sys
 
-from detr_core.pretext import DEFAULT_ITERATIONS, pretrain
+from detr_core.pretext import DEFAULT_BATCH_SIZE, DEFAULT_ITERATIONS, DEFAULT_LR, DEFAULT_SEED, pretrain
 
 DEFAULT_OUTPUT = "output/shapes_backbone.pth"
 
@@ -26,9 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"checkpoint to write (default {DEFAULT_OUTPUT})")
     parser.add_argument("--max-iter", type=int, default=DEFAULT_ITERATIONS,
                         help=f"iterations (default {DEFAULT_ITERATIONS})")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, /10 at 80 %%")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="AdamW learning rate, /10 at 80 %%")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args(argv)
     pretrain(args.output, args.max_iter, args.batch_size, args.lr, args.seed, args.num_workers)

@@ -109,21 +109,17 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     os.chdir(ROOT)
     from detr_core.data import ensure_shapes
-    from detr_core.pretext import backbone_record, check_backbone_file, pretrain
+    from detr_core.pretext import ensure_backbone
 
     step(1, "shapes dataset")
     ensure_shapes()
     print(f"data ready ({time.perf_counter() - start:.0f} s)", flush=True)
 
     step(2, "shared backbone (box-classification pretraining)")
-    if os.path.isfile(args.backbone):
-        try:
-            check_backbone_file(args.backbone, backbone_record())
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
-        print(f"reusing {args.backbone}", flush=True)
-    else:
-        pretrain(args.backbone)
+    try:
+        ensure_backbone(args.backbone)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
     config = os.path.relpath(get_config_file(VARIANTS[args.variant]))
     weights = os.path.join(args.output_dir, "model_final.pth")
