@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import dropout
+
 __all__ = [
     "multi_head_attention",
     "padding_bias",
@@ -48,7 +50,8 @@ def multi_head_attention(
         attn_bias: additive float bias broadcastable to (B, H, Lq, Lk), added after scaling.
         dropout_p: dropout on the attention probabilities (pass 0 in eval).
         scale: logit scale, default Dqk ** -0.5.
-        need_weights: also return the (B, H, Lq, Lk) attention probabilities (before dropout).
+        need_weights: also return the (B, H, Lq, Lk) attention probabilities (before dropout); they are
+            computed explicitly then, and also when dropping out on the CPU.
 
     Returns:
         (B, Lq, H * Dv) output and the weights or None.
@@ -61,13 +64,15 @@ def multi_head_attention(
     if attn_bias is not None and attn_bias.dtype != q.dtype:
         attn_bias = attn_bias.to(q.dtype)
     weights = None
-    if need_weights:
+    # On the CPU, dropout on the probabilities is drawn by detr_core.dropout (the fused kernel would use
+    # bernoulli_, several times slower there).
+    if need_weights or (dropout_p > 0.0 and q.device.type == "cpu"):
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         logits = (q * scale) @ k.transpose(-2, -1)
         if attn_bias is not None:
             logits = logits + attn_bias
         weights = logits.softmax(dim=-1)
-        out = F.dropout(weights, p=dropout_p) @ v
+        out = dropout(weights, dropout_p) @ v
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
     return out.transpose(1, 2).reshape(bsz, len_q, -1), weights

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadAttention
+from .dropout import Dropout
 from .outputs import DecoderOutput
 
 __all__ = [
@@ -100,12 +101,12 @@ class PostNormLayer(nn.Module):
         self.nhead = nhead
         self.build_attention(d_model, nhead, dropout, **attention_options)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         for step in range(1, self.num_steps + 1):
             setattr(self, f"norm{step}", nn.LayerNorm(d_model))
         for step in range(1, self.num_steps + 1):
-            setattr(self, f"dropout{step}", nn.Dropout(dropout))
+            setattr(self, f"dropout{step}", Dropout(dropout))
         self.activation = build_activation(activation)
 
     def build_attention(self, d_model: int, nhead: int, dropout: float, **options) -> None:

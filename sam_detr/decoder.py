@@ -17,6 +17,7 @@ from torch import nn
 
 from detr_core.attention import ProjectedAttention, padding_bias
 from detr_core.conditional_attention import ConditionalSelfAttention
+from detr_core.dropout import dropout
 from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
 from detr_core.spatial_prior import FeatureGrid, feature_grid, gaussian_log_prior
@@ -54,14 +55,14 @@ class SharedKeyAttention(ProjectedAttention):
         if attn_bias is not None and attn_bias.dtype != q.dtype:
             attn_bias = attn_bias.to(q.dtype)
         weights = None
-        if need_weights:
+        if need_weights or (dropout_p > 0.0 and q.device.type == "cpu"):  # CPU dropout: detr_core.dropout
             # One GEMM for all heads: (B, M·N, D) @ (B, D, HW), the key never replicated.
             logits = torch.bmm((q * self.scale).reshape(bsz, num_heads * num_queries, dim), key.transpose(1, 2))
             logits = logits.view(bsz, num_heads, num_queries, len_k)
             if attn_bias is not None:
                 logits = logits + attn_bias
             weights = logits.softmax(dim=-1)
-            out = F.dropout(weights, p=dropout_p) @ v
+            out = dropout(weights, dropout_p) @ v
         else:
             k = key.unsqueeze(1).expand(bsz, num_heads, len_k, dim)  # stride-0 head axis
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=self.scale)
