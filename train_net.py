@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
 from detr_core.checkpointer import AtomicCheckpointer, RNGState, read_checkpoint, remove_partial_files
+from detr_core.compiled import compile_for_inference
 from detr_core.config import check_lazy_config
 from detr_core.data import ResumableTrainingSampler
 from detr_core.launch import launch
@@ -328,6 +329,8 @@ def main_yacs(args, cfg: CfgNode):
         checkpointer = AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         checkpointer.require_all = True
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        if cfg.TEST.COMPILE_INFERENCE:
+            compile_for_inference(model)
         return DETRTrainer.test(cfg, model)
     trainer = DETRTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -361,6 +364,8 @@ def main(args):
         checkpointer.allow_mismatch = cfg.train.get("allow_checkpoint_mismatch", False)
         checkpointer.require_all = True  # evaluating a partly random model is never intended
         checkpointer.load(cfg.train.init_checkpoint)
+        if cfg.train.get("compile_inference", False):
+            compile_for_inference(getattr(model, "module", model))  # under DDP: the wrapped model
         return do_test(cfg, model)
     do_train(args, cfg)
 
@@ -377,6 +382,8 @@ common keys:
   train.output_dir        where checkpoints, metrics.json, events and inference/ go
   train.allow_checkpoint_mismatch=True   load the part of init_checkpoint that fits (fine-tuning)
   train.allow_random_init=True           let --eval-only evaluate a randomly initialised model
+  train.compile_inference=True           --eval-only: torch.compile the model with its weights frozen in
+                                         (faster inference after a one-off compilation; yacs: TEST.COMPILE_INFERENCE)
 
 output directory: a directory that holds another run (checkpoints, metrics.json) is refused unless
 --resume continues it or --overwrite replaces it; --resume keeps metrics.json up to the checkpoint's

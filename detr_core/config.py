@@ -120,6 +120,8 @@ def add_detr_family_defaults(cfg: CN) -> None:
     cfg.INPUT.MAX_SIZE_TRAIN = COCO_MAX_SIZE
     cfg.INPUT.MIN_SIZE_TEST = COCO_TEST_SIZE
     cfg.INPUT.MAX_SIZE_TEST = COCO_MAX_SIZE
+    # --eval-only and the Predictor: torch.compile with the loaded weights frozen in (detr_core.compiled)
+    cfg.TEST.COMPILE_INFERENCE = False
     cfg.INPUT.CROP.ENABLED = True
     cfg.INPUT.CROP.TYPE = "absolute_range"
     cfg.INPUT.CROP.SIZE = list(COCO_CROP_SIZE_RANGE)

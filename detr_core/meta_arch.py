@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from .backbone import feature_shape_spec, padding_mask
+from .compiled import check_trainable
 from .config import base_from_config
 from .outputs import DecoderOutput
 from .transformer import MLP
@@ -240,6 +241,8 @@ class DETRMetaArch(nn.Module):
             training: dict of weighted losses; inference: ``[{"instances": Instances}]`` with
             ``pred_boxes``, ``scores``, ``pred_classes``.
         """
+        if self.training:
+            check_trainable(self)
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_images(images)
         if self.training:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from .checkpointer import AtomicCheckpointer
+from .compiled import compile_for_inference
 from .config import check_lazy_config
 from .runtime import import_variants, resolve_device
 
@@ -36,6 +37,9 @@ class Predictor:
             ``CfgNode``: merge them into the node yourself).
         allow_random_init: keep the random initialisation when ``weights`` is empty (tests, FLOP counts,
             export checks); without it a predictor never runs a model nobody trained.
+        compile: ``torch.compile`` the model with its weights frozen in (:mod:`detr_core.compiled`): faster
+            inference after a one-off compilation per input size. Default: the config's
+            ``train.compile_inference`` (LazyConfig) or ``TEST.COMPILE_INFERENCE`` (yacs).
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class Predictor:
         device: str = "auto",
         opts: Sequence[str] = (),
         allow_random_init: bool = False,
+        compile: Optional[bool] = None,
     ):
         if not weights and not allow_random_init:
             raise ValueError(
@@ -61,6 +66,7 @@ class Predictor:
             self.model = build_model(cfg)
             self.augmentations = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
             self.dataset_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+            configured_compile = cfg.TEST.get("COMPILE_INFERENCE", False)
         else:
             source = config
             if isinstance(config, str):
@@ -72,6 +78,7 @@ class Predictor:
             self.model = instantiate(cfg.model).to(self.device)
             self.augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
             self.dataset_name = cfg.dataloader.test.dataset.names
+            configured_compile = cfg.train.get("compile_inference", False)
             test_set = cfg.dataloader.test.dataset
             if "json_file" in test_set and os.path.isfile(test_set.json_file):  # a self-registering COCO-format set
                 from detr_core.data import register_coco_format
@@ -82,6 +89,8 @@ class Predictor:
             checkpointer = AtomicCheckpointer(self.model)
             checkpointer.require_all = True
             checkpointer.load(weights)
+        if configured_compile if compile is None else compile:
+            compile_for_inference(self.model)
         self.metadata = MetadataCatalog.get(self.dataset_name) if self.dataset_name else Metadata()
 
     @property

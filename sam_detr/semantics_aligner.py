@@ -91,8 +91,10 @@ def roi_align_by_image(features: torch.Tensor, rois: torch.Tensor, rois_per_imag
     gradient element sums the same terms in the same order as in the one-kernel backward, so the result is
     bit-identical. Elsewhere (CUDA, no gradient, one image or one thread) it is torchvision's op itself.
     """
-    groups = min(torch.get_num_threads(), features.shape[0])
-    if features.device.type != "cpu" or groups < 2 or not (torch.is_grad_enabled() and features.requires_grad):
+    # Inference never reads the thread count (torch.compile cannot trace it).
+    needs_backward = torch.is_grad_enabled() and features.requires_grad
+    groups = min(torch.get_num_threads(), features.shape[0]) if needs_backward else 1
+    if features.device.type != "cpu" or groups < 2:
         return roi_align(features, rois, (size, size), 1.0, sampling_ratio, aligned=True)
     return _RoIAlignByImage.apply(features, rois, rois_per_image, size, sampling_ratio, groups)
 

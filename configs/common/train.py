@@ -13,6 +13,9 @@ train = dict(
     # fp32, as every official recipe trains. train.amp.enabled=True switches to detectron2's AMPTrainer
     # (mixed precision, CUDA only; CPU always trains in fp32): faster, but no longer the official recipe.
     amp=dict(enabled=False),
+    # --eval-only and the Predictor: torch.compile the backbone and transformer with the loaded weights frozen
+    # in (detr_core.compiled; inference only, a one-off compilation per input size, needs a C++ compiler).
+    compile_inference=False,
     clip_grad=dict(enabled=True, max_norm=0.1, norm_type=2.0),  # global norm, as all five papers
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=5000, max_to_keep=100),
