@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -240,3 +242,22 @@ def test_speed_benchmark_side_by_side_with_an_official_repository(tmp_path):
     assert row["train_amp_speedup"] > 0 and row["infer_amp_speedup"] > 0  # --amp: bf16 autocast for both
     table = (tmp_path / "speed.md").read_text()
     assert "train official/ours" in table and result["machine"] in table and result["matmul_gflop_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_speed_benchmark_times_compiled_inference(tmp_path):
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, "tools/benchmark_speed.py", "--configs", "configs/detr/detr_shapes.py", "--size", "64",
+           "--iters", "1", "--warmup", "0", "--device", "cpu", "--compile", "--output", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["compile_s"] > 0 and row["infer_batch_s"] > 0 and row["train_step_s"] > 0
+    assert "compilation (s)" in (tmp_path / "speed.md").read_text()
+
+
+def test_speed_benchmark_refuses_compile_with_amp(capsys):
+    import tools.benchmark_speed as bench
+
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--configs", "configs/detr/detr_shapes.py", "--compile", "--amp"])
+    assert exit_.value.code == 2 and "run --amp separately" in capsys.readouterr().err

@@ -66,3 +66,18 @@ def test_no_weights_or_wrong_settings_are_refused():
         Predictor("configs/detr/detr_shapes.py", device="cpu")
     with pytest.raises(ValueError, match=r"configs/detr/detr_shapes.py: model.num_queries=0 must be an integer >= 1"):
         Predictor("configs/detr/detr_shapes.py", device="cpu", opts=["model.num_queries=0"], allow_random_init=True)
+
+
+def test_predictor_compiles_when_asked_by_argument_or_config():
+    from detr_core.compiled import is_compiled_for_inference
+
+    plain = Predictor("configs/detr/detr_shapes.py", device="cpu", allow_random_init=True)
+    assert not is_compiled_for_inference(plain.model)
+    by_config = Predictor("configs/detr/detr_shapes.py", device="cpu", allow_random_init=True,
+                          opts=["train.compile_inference=True"])
+    assert is_compiled_for_inference(by_config.model)  # compiled lazily: nothing runs before the first image
+    by_argument = Predictor("configs/detr/detr_shapes.py", device="cpu", allow_random_init=True, compile=True)
+    assert is_compiled_for_inference(by_argument.model)
+    overridden = Predictor("configs/detr/detr_shapes.py", device="cpu", allow_random_init=True, compile=False,
+                           opts=["train.compile_inference=True"])
+    assert not is_compiled_for_inference(overridden.model)

@@ -166,3 +166,18 @@ def test_help_describes_what_train_net_accepts():
     for expected in ("key=value", "--overwrite", "train.allow_random_init=True", "+key=value", "--resume",
                      "yacs YAML configs", "KEY VALUE"):  # LazyConfig key=value, and a .yaml's KEY VALUE pairs
         assert expected in text
+
+
+def test_eval_only_compiles_the_model_when_the_config_asks(tiny_data, tmp_path, monkeypatch):
+    compiled = []
+
+    def spy(model):  # the wiring only: compiled outputs are tests/core/test_fast_paths.py's
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(train_net, "compile_for_inference", spy)
+    common = [*TINY_MODEL, "train.allow_random_init=True", f"train.output_dir={tmp_path}"]
+    run("--eval-only", *common)
+    assert compiled == []
+    run("--eval-only", *common, "train.compile_inference=True")
+    assert len(compiled) == 1 and type(compiled[0]).__name__ == "DETR"
