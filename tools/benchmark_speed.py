@@ -19,9 +19,12 @@ names the machine; compare them only with times taken on the same machine.
 (facebookresearch/detr, Atten4Vis/ConditionalDETR, IDEA-Research/DAB-DETR, gaopengcuhk/SMCA-DETR or
 ZhangGongjie/SAM-DETR, imported as is; ``--official-args`` adds arguments to its ``main.py`` parser, e.g.
 ``--smca``). The official model and criterion are built from its own ``main.py`` defaults (with the
-recipe's published arguments) and timed on the same batch, optimizer and threads, steps alternating with
+recipe's published arguments) and timed on the same batch and threads, each with its own optimizer (the
+official main.py's AdamW, PyTorch's default per-tensor loop; ours from the config, fused), steps alternating with
 the project's model (ABAB...) so that machine noise hits both alike; the table then gives the ratios
 official / ours (> 1: this project is faster), with ``--amp`` also under bf16 autocast for both.
+``--compile`` times our inference compiled with its weights frozen (``detr_core.compiled``) and reports the
+one-off compilation time.
 """
 import argparse
 import ast
@@ -33,6 +36,7 @@ import platform
 import shlex
 import statistics
 import sys
+import time
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -222,6 +226,12 @@ def benchmark_config(path: str, args) -> dict:
         with torch.no_grad(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
             model(inputs)
 
+    if not args.no_flops:  # counted on the eager model, before any --compile
+        try:
+            row["gflops"] = count_gflops(model.eval(), inputs[0]["image"].to(device))
+        except Exception as e:  # tracing limits must not hide the timings
+            logging.warning("FLOP count failed for %s: %s", path, e)
+
     if args.official_root:
         row.update(side_by_side(model, train_step, infer, inputs, device, args))
     else:
@@ -233,6 +243,7 @@ def benchmark_config(path: str, args) -> dict:
             row["train_peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
             row["train_images_per_s"] = args.batch / row["train_step_s"]
         model.eval()
+        row.update(compile_ours(model, infer, args))
         row["infer_batch_s"] = median_time(infer, args.iters, args.warmup, device)
     row["infer_per_image_s"] = row["infer_batch_s"] / args.batch
     if args.amp and not args.official_root:
@@ -240,20 +251,28 @@ def benchmark_config(path: str, args) -> dict:
         row["train_step_amp_s"] = median_time(lambda: train_step(True), args.iters, args.warmup, device)
         model.eval()
         row["infer_batch_amp_s"] = median_time(lambda: infer(True), args.iters, args.warmup, device)
-    if not args.no_flops:
-        try:
-            row["gflops"] = count_gflops(model.eval(), inputs[0]["image"].to(device))
-        except Exception as e:  # tracing limits must not hide the timings
-            logging.warning("FLOP count failed for %s: %s", path, e)
-        else:
-            # the padded batch is `batch` full-size images; a multiply-add is 2 floating-point operations
-            row["infer_gflop_per_s"] = 2 * row["gflops"] * args.batch / row["infer_batch_s"]
-            row["matmul_fraction"] = row["infer_gflop_per_s"] / args.matmul_gflop_per_s
+    if "gflops" in row:
+        # the padded batch is `batch` full-size images; a multiply-add is 2 floating-point operations
+        row["infer_gflop_per_s"] = 2 * row["gflops"] * args.batch / row["infer_batch_s"]
+        row["matmul_fraction"] = row["infer_gflop_per_s"] / args.matmul_gflop_per_s
     return row
 
 
+def compile_ours(model, infer, args) -> dict:
+    """With ``--compile``: compile the model for inference (after its training steps were timed) and run
+    the compilation; returns its seconds."""
+    if not args.compile:
+        return {}
+    from detr_core.compiled import compile_for_inference
+
+    start = time.perf_counter()
+    compile_for_inference(model)
+    infer()
+    return {"compile_s": time.perf_counter() - start}
+
+
 def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
-    """Official and project model on the same batch, optimizer and threads, steps alternating."""
+    """Official and project model on the same batch and threads, each with its own optimizer, steps alternating."""
     import torch
 
     from detr_core.solver import add_grad_clipping
@@ -287,8 +306,10 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
     train = alternating_medians({"official": off_train_step, "ours": train_step}, args.iters, args.warmup, device)
     official.eval()
     model.eval()
+    compiled = compile_ours(model, infer, args)
     infer_s = alternating_medians({"official": off_infer, "ours": infer}, args.iters, args.warmup, device)
     row = {
+        **compiled,
         "train_step_s": train["ours"], "official_train_step_s": train["official"],
         "train_speedup": train["official"] / train["ours"],
         "infer_batch_s": infer_s["ours"], "official_infer_batch_s": infer_s["official"],
@@ -319,6 +340,7 @@ def markdown(rows) -> str:
         ("official_infer_batch_s", "official inference (s/batch)", "{:.3f}"),
         ("infer_batch_s", "inference (s/batch)", "{:.3f}"),
         ("infer_speedup", "inference official/ours", "{:.2f}x"),
+        ("compile_s", "compilation (s)", "{:.0f}"),
         ("infer_gflop_per_s", "inference GFLOP/s", "{:.1f}"),
         ("matmul_fraction", "of matmul rate", "{:.0%}"),
         ("train_step_amp_s", "train AMP (s)", "{:.3f}"),
@@ -346,6 +368,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--amp", action="store_true", help="also time bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="time our inference compiled "
+                        "(detr_core.compiled.compile_for_inference, weights frozen; after the training steps)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--output", default="output/benchmark/speed.json", help="JSON output (Markdown beside it)")
     parser.add_argument("--official-root", default="", help="checkout of the official repository of the configs' "
@@ -354,6 +378,8 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs="*", help="LazyConfig overrides for the project's models, key=value "
                         "(e.g. model.backbone.fold_frozen_bn=True)")
     args = parser.parse_args(argv)
+    if args.compile and args.amp:
+        parser.error("--compile times inference of a model compiled with frozen fp32 weights; run --amp separately")
 
     import torch
 
