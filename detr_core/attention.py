@@ -18,6 +18,7 @@ from torch import nn
 from .dropout import dropout
 
 __all__ = [
+    "explicit_softmax",
     "multi_head_attention",
     "padding_bias",
     "MultiheadAttention",
@@ -29,6 +30,13 @@ def padding_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torc
     """(B, L) bool key padding mask (True = padding) -> (B, 1, 1, L) additive bias (0 / -inf)."""
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return bias.masked_fill_(mask, float("-inf"))[:, None, None, :]
+
+
+def explicit_softmax(query: torch.Tensor, dropout_p: float, need_weights: bool) -> bool:
+    """Whether attention computes its probabilities explicitly instead of calling the fused kernel: when they
+    are returned, and when dropping out on the CPU, where :func:`detr_core.dropout.dropout` draws the mask
+    (the fused kernel would use ``bernoulli_``, several times slower there)."""
+    return need_weights or (dropout_p > 0.0 and query.device.type == "cpu")
 
 
 def multi_head_attention(
@@ -64,9 +72,7 @@ def multi_head_attention(
     if attn_bias is not None and attn_bias.dtype != q.dtype:
         attn_bias = attn_bias.to(q.dtype)
     weights = None
-    # On the CPU, dropout on the probabilities is drawn by detr_core.dropout (the fused kernel would use
-    # bernoulli_, several times slower there).
-    if need_weights or (dropout_p > 0.0 and q.device.type == "cpu"):
+    if explicit_softmax(q, dropout_p, need_weights):
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         logits = (q * scale) @ k.transpose(-2, -1)
         if attn_bias is not None:

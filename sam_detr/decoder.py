@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detr_core.attention import ProjectedAttention, padding_bias
+from detr_core.attention import ProjectedAttention, explicit_softmax, padding_bias
 from detr_core.conditional_attention import ConditionalSelfAttention
 from detr_core.dropout import dropout
 from detr_core.outputs import DecoderOutput
@@ -55,7 +55,7 @@ class SharedKeyAttention(ProjectedAttention):
         if attn_bias is not None and attn_bias.dtype != q.dtype:
             attn_bias = attn_bias.to(q.dtype)
         weights = None
-        if need_weights or (dropout_p > 0.0 and q.device.type == "cpu"):  # CPU dropout: detr_core.dropout
+        if explicit_softmax(q, dropout_p, need_weights):
             # One GEMM for all heads: (B, M·N, D) @ (B, D, HW), the key never replicated.
             logits = torch.bmm((q * self.scale).reshape(bsz, num_heads * num_queries, dim), key.transpose(1, 2))
             logits = logits.view(bsz, num_heads, num_queries, len_k)
