@@ -24,17 +24,17 @@ Parameter names follow the official code (``point1``, ``point2``, ``attn1``, ``a
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_convert, roi_align
+from torchvision.ops import box_convert
 
 from detr_core.position_encoding import sine_embedding
 
-__all__ = ["SemanticsAligner", "valid_ratios", "roi_align_by_image"]
+from .threaded_ops import grid_sample_slices, roi_align_slices
+
+__all__ = ["SemanticsAligner", "valid_ratios"]
 
 
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
@@ -50,53 +50,6 @@ def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
     valid_h = (~mask[:, :, 0]).sum(1).float() / height
     valid_w = (~mask[:, 0, :]).sum(1).float() / width
     return torch.stack((valid_w, valid_h, valid_w, valid_h), dim=-1)
-
-
-class _RoIAlignByImage(torch.autograd.Function):
-    """torchvision's RoIAlign whose CPU backward runs on groups of images in parallel (see
-    :func:`roi_align_by_image`)."""
-
-    @staticmethod
-    def forward(ctx, features, rois, rois_per_image: int, size: int, sampling_ratio: int, groups: int):
-        ctx.save_for_backward(rois)
-        ctx.meta = (features.shape, rois_per_image, size, sampling_ratio, groups)
-        return torch.ops.torchvision.roi_align(features, rois, 1.0, size, size, sampling_ratio, True)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (rois,) = ctx.saved_tensors
-        (_, channels, height, width), per_image, size, sampling_ratio, groups = ctx.meta
-        grad = grad.contiguous()
-
-        def group_backward(images: torch.Tensor) -> torch.Tensor:
-            first, count = int(images[0]), len(images)
-            rows = slice(first * per_image, (first + count) * per_image)
-            local = torch.cat((rois[rows, :1] - first, rois[rows, 1:]), dim=1)  # batch index within the group
-            return torch.ops.torchvision._roi_align_backward(
-                grad[rows], local, 1.0, size, size, count, channels, height, width, sampling_ratio, True)
-
-        image_groups = torch.arange(ctx.meta[0][0]).tensor_split(groups)
-        with ThreadPoolExecutor(groups) as pool:  # the op releases the GIL: one kernel per core
-            grads = list(pool.map(group_backward, image_groups))
-        return torch.cat(grads), None, None, None, None, None
-
-
-def roi_align_by_image(features: torch.Tensor, rois: torch.Tensor, rois_per_image: int, size: int,
-                       sampling_ratio: int = -1) -> torch.Tensor:
-    """``torchvision.ops.roi_align(features, rois, size, 1.0, sampling_ratio, aligned=True)`` for rois grouped
-    by image (row ``b·rois_per_image + n`` belongs to image ``b``), with a faster CPU backward.
-
-    torchvision's CPU backward kernel runs on one core. A box only sends gradient to its own image, so the
-    images are split into one group per CPU thread and each group's kernel runs on its own thread; every
-    gradient element sums the same terms in the same order as in the one-kernel backward, so the result is
-    bit-identical. Elsewhere (CUDA, no gradient, one image or one thread) it is torchvision's op itself.
-    """
-    # Inference never reads the thread count (torch.compile cannot trace it).
-    needs_backward = torch.is_grad_enabled() and features.requires_grad
-    groups = min(torch.get_num_threads(), features.shape[0]) if needs_backward else 1
-    if features.device.type != "cpu" or groups < 2:
-        return roi_align(features, rois, (size, size), 1.0, sampling_ratio, aligned=True)
-    return _RoIAlignByImage.apply(features, rois, rois_per_image, size, sampling_ratio, groups)
 
 
 class SemanticsAligner(nn.Module):
@@ -145,6 +98,11 @@ class SemanticsAligner(nn.Module):
         Returns:
             (B·N, d, S, S) features, row ``b·N + n`` for query ``n`` of image ``b``.
         """
+        return torch.cat(self.roi_feature_slices(memory_2d, boxes, valid_ratio))
+
+    def roi_feature_slices(self, memory_2d: torch.Tensor, boxes: torch.Tensor,
+                           valid_ratio: torch.Tensor) -> List[torch.Tensor]:
+        """:meth:`roi_features` as consecutive row slices, one per CPU thread (see :mod:`.threaded_ops`)."""
         bsz, num_queries = boxes.shape[:2]
         height, width = memory_2d.shape[-2:]
         # Same float32 order as upstream: (xyxy · (W, H, W, H)) · valid_ratio, in feature cells. (Python
@@ -155,7 +113,7 @@ class SemanticsAligner(nn.Module):
         batch_index = torch.arange(bsz, device=boxes.device, dtype=xyxy.dtype).repeat_interleave(num_queries)
         rois = torch.cat((batch_index[:, None], xyxy.reshape(-1, 4)), dim=1)
         # sampling_ratio=-1: adaptive ceil(box / bin) samples per bin, torchvision's (and the paper's) default.
-        return roi_align_by_image(memory_2d, rois.to(memory_2d.dtype), num_queries, self.roi_size, sampling_ratio=-1)
+        return roi_align_slices(memory_2d, rois.to(memory_2d.dtype), num_queries, self.roi_size, sampling_ratio=-1)
 
     def forward(
         self,
@@ -179,13 +137,14 @@ class SemanticsAligner(nn.Module):
         """
         bsz, num_queries, d_model = tgt.shape
         m = self.num_points
-        roi = self.roi_features(memory_2d, boxes, valid_ratio)  # (B·N, d, S, S)
-        out = self.point2(self.point1(roi).flatten(1))  # (B·N, 2M) or (B·N, 4M)
+        # F_R (B·N, d, S, S) in row slices; point1 is row-wise, so it runs slice by slice.
+        roi = self.roi_feature_slices(memory_2d, boxes, valid_ratio)
+        out = self.point2(torch.cat([self.point1(r) for r in roi]).flatten(1))  # (B·N, 2M) or (B·N, 4M)
         offsets = out[:, : 2 * m].tanh().view(bsz * num_queries, 1, m, 2)  # head j: (x, y) = out[2j], out[2j+1]
         scales = out[:, 2 * m :].view(bsz, num_queries, m, 2) if self.predict_scales else None
 
         # Bilinear samples of F_R at the points; δ = ±1 is the outer edge of the S×S grid = the box edge.
-        sampled = F.grid_sample(roi, offsets.to(roi.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+        sampled = grid_sample_slices(roi, offsets.to(roi[0].dtype))  # F.grid_sample, bilinear, zeros, align_corners=False
         # (B·N, d, 1, M) → (B, N, M, d): every head gets the full d-dim feature of its point ((C, M) order).
         query = sampled.view(bsz, num_queries, d_model, m).transpose(2, 3)
         query = query * self.attn1(tgt).view(bsz, num_queries, m, d_model).sigmoid()
