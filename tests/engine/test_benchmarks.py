@@ -164,6 +164,16 @@ def test_profile_tool_lists_operators_and_writes_a_trace(tmp_path, capsys):
     assert json.loads(trace.read_text())["traceEvents"]
 
 
+def test_profile_tool_profiles_inference_without_gradients(capsys):
+    from tools import profile_train_step
+
+    profile_train_step.main(["--config-file", "configs/sam_detr/sam_detr_shapes.py", "--size", "64", "--steps", "1",
+                             "--warmup", "0", "--device", "cpu", "--rows", "500", "--inference"])
+    out = capsys.readouterr().out
+    assert "median inference forward" in out and "sam_detr::roi_align_slices" in out
+    assert "backward" not in out.lower()  # no autograd work was profiled
+
+
 def test_race_report_leaves_out_unfinished_runs(tmp_path, capsys):
     from tools import benchmark_convergence as race
 
