@@ -59,7 +59,8 @@ def _in_parallel(tasks: Sequence[Callable[[], Tensor]]) -> List[Tensor]:
 
 def _row_counts(rows: int, rows_per_image: int) -> List[int]:
     """Rows of each slice, one slice per CPU thread: whole images when there are enough of them, else equal
-    shares of the rows. (Read inside the operators: torch.compile cannot trace the thread count.)"""
+    shares of the rows. (Read inside the operators and their fake versions: torch.compile cannot trace the
+    thread count, and recompiles when it changes, so a graph's slice count always matches the operator's.)"""
     images = rows // rows_per_image
     parts = max(1, min(torch.get_num_threads(), rows))
     if images >= parts:
@@ -131,7 +132,8 @@ def roi_align_slices(features: Tensor, rois: Tensor, rois_per_image: int, size: 
                      sampling_ratio: int = -1) -> List[Tensor]:
     """``torchvision.ops.roi_align(features, rois, size, 1.0, sampling_ratio, aligned=True)`` as consecutive row
     slices, one per CPU thread (``torch.cat`` of them is torchvision's output, bit for bit), for rois grouped by
-    image: row ``b·rois_per_image + n`` belongs to image ``b``. On other devices: one slice."""
+    image: row ``b·rois_per_image + n`` belongs to image ``b`` (the backward relies on it). On other devices,
+    and under ``torch.export``: one slice."""
     if features.device.type != "cpu" or torch.compiler.is_exporting():
         return [roi_align(features, rois, (size, size), 1.0, sampling_ratio, aligned=True)]
     return _roi_align_op(features, rois, rois_per_image, size, sampling_ratio)
