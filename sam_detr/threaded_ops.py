@@ -14,16 +14,17 @@ the threads save. When there are at least as many images as threads, the slices 
 backward also runs one slice per thread with no copy; otherwise it joins the slices and splits by image.
 
 Both are ``torch.library`` custom operators, so ``torch.compile`` (compiled inference) keeps them as opaque
-calls. With one thread they run the one kernel; on other devices, and under ``torch.export`` (so that an
-exported program needs neither this package nor more than torchvision's RoIAlign), they are the library
-functions themselves.
+calls. With one thread they run the one kernel. They are the library functions themselves on other devices,
+under CPU autocast (whose casts would apply on the calling thread only), under ``torch.export`` (an exported
+program needs neither this package nor more than torchvision's RoIAlign) and under ``torch.jit.trace``
+(FLOP counting). ``torch.profiler`` records only the calling thread's share of the kernels.
 """
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-from typing import Callable, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +37,18 @@ __all__ = ["roi_align_slices", "grid_sample_slices"]
 _BILINEAR, _ZEROS = 0, 0  # aten's enum values for grid_sample's mode and padding_mode
 
 
-@cache
-def _helpers(count: int, pid: int) -> ThreadPoolExecutor:
-    """Threads that run all tasks but the first (which the calling thread runs itself); one pool per process
-    (a forked child does not inherit the parent's threads)."""
-    return ThreadPoolExecutor(count, thread_name_prefix="sam_detr_cpu")
+_POOLS: Dict[Tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _helpers(count: int) -> ThreadPoolExecutor:
+    """``count`` threads that run all tasks but the first (which the calling thread runs itself). Kept per
+    process id: a forked child does not inherit its parent's threads, so it makes its own."""
+    key = (count, os.getpid())
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(count, thread_name_prefix="sam_detr_cpu")
+        return _POOLS[key]
 
 
 def _in_parallel(tasks: Sequence[Callable[[], Tensor]]) -> List[Tensor]:
@@ -52,41 +60,62 @@ def _in_parallel(tasks: Sequence[Callable[[], Tensor]]) -> List[Tensor]:
         with torch.inference_mode(inference), torch.no_grad():
             return task()
 
-    pool = _helpers(len(tasks) - 1, os.getpid()) if len(tasks) > 1 else None
+    pool = _helpers(len(tasks) - 1) if len(tasks) > 1 else None
     pending = [pool.submit(run, t) for t in tasks[1:]] if pool else []
     return [run(tasks[0])] + [p.result() for p in pending]
 
 
-def _row_counts(rows: int, rows_per_image: int) -> List[int]:
-    """Rows of each slice, one slice per CPU thread: whole images when there are enough of them, else equal
-    shares of the rows. (Read inside the operators and their fake versions: torch.compile cannot trace the
-    thread count, and recompiles when it changes, so a graph's slice count always matches the operator's.)"""
-    images = rows // rows_per_image
-    parts = max(1, min(torch.get_num_threads(), rows))
-    if images >= parts:
+@torch.compiler.assume_constant_result
+def _thread_count() -> int:
+    """Slices per call, read once by the caller and passed to the operator, so that a traced graph (whose
+    operator outputs are fixed when it is traced) and the operator always agree. torch.compile also
+    recompiles when the thread count changes."""
+    return torch.get_num_threads()
+
+
+def _row_counts(rows: int, rows_per_image: int, parts: int) -> List[int]:
+    """Rows of each of (at most) ``parts`` slices: whole images when there are enough of them, else equal
+    shares of the rows."""
+    images = rows // rows_per_image if rows_per_image > 0 else 0
+    parts = max(1, min(parts, rows))
+    if images >= parts and images * rows_per_image == rows:
         return [rows_per_image * (images * (i + 1) // parts - images * i // parts) for i in range(parts)]
     return [rows * (i + 1) // parts - rows * i // parts for i in range(parts)]
+
+
+def _library_path(tensor: Tensor) -> bool:
+    """Use the library op itself: off the CPU, under CPU autocast (its casts apply on the calling thread
+    only), and when exporting or tracing with torch.jit (FLOP counts), which know the library ops."""
+    return (tensor.device.type != "cpu" or torch.is_autocast_enabled("cpu") or torch.compiler.is_exporting()
+            or torch.jit.is_tracing())
 
 
 # ---- RoIAlign ------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("sam_detr::roi_align_slices", mutates_args=())
-def _roi_align_op(features: Tensor, rois: Tensor, rois_per_image: int, size: int, sampling_ratio: int) -> List[Tensor]:
-    features = features.detach()
+def _roi_align_op(features: Tensor, rois: Tensor, rois_per_image: int, size: int, sampling_ratio: int,
+                  parts: int) -> List[Tensor]:
+    features = features.contiguous()  # once here, not by the kernel in every thread
     kernel = torch.ops.torchvision.roi_align
     return _in_parallel([lambda r=r: kernel(features, r, 1.0, size, size, sampling_ratio, True)
-                         for r in rois.detach().split(_row_counts(len(rois), rois_per_image))])
+                         for r in rois.split(_row_counts(len(rois), rois_per_image, parts))])
 
 
 @_roi_align_op.register_fake
-def _(features, rois, rois_per_image, size, sampling_ratio):
-    return [features.new_empty((n, features.shape[1], size, size)) for n in _row_counts(len(rois), rois_per_image)]
+def _(features, rois, rois_per_image, size, sampling_ratio, parts):
+    rows = _row_counts(rois.shape[0], rois_per_image, parts)
+    return [features.new_empty((n, features.shape[1], size, size)) for n in rows]
 
 
 @torch.library.custom_op("sam_detr::roi_align_slices_backward", mutates_args=())
 def _roi_align_backward_op(grads: List[Tensor], rois: Tensor, rois_per_image: int, images: int, channels: int,
                            height: int, width: int, size: int, sampling_ratio: int) -> Tensor:
+    if len(rois) != images * rois_per_image:
+        raise ValueError(f"roi_align_slices: {len(rois)} rois for {images} images of {rois_per_image} boxes each; "
+                         "rows must be grouped by image (row b·rois_per_image + n belongs to image b)")
+    if len(rois) == 0:
+        return grads[0].new_zeros((images, channels, height, width))
     counts = [len(g) for g in grads]
     if any(n % rois_per_image for n in counts):  # slices cut through images: regroup the rows by image
         grad = torch.cat(grads)
@@ -98,6 +127,10 @@ def _roi_align_backward_op(grads: List[Tensor], rois: Tensor, rois_per_image: in
         first = int(rows[0, 0])
         local = torch.cat((rows[:, :1] - first, rows[:, 1:]), dim=1)  # batch index within the group
         count = len(rows) // rois_per_image
+        # torchvision's kernel does not check batch indices: one outside the group would write out of bounds.
+        if not bool(((local[:, 0] >= 0) & (local[:, 0] < count)).all()):
+            raise ValueError("roi_align_slices: rows must be grouped by image (row b·rois_per_image + n "
+                             "belongs to image b); found a box of another image in a group")
         return torch.ops.torchvision._roi_align_backward(
             grad.contiguous(), local, 1.0, size, size, count, channels, height, width, sampling_ratio, True)
 
@@ -111,18 +144,16 @@ def _(grads, rois, rois_per_image, images, channels, height, width, size, sampli
 
 
 def _roi_align_setup_context(ctx, inputs, output):
-    features, rois, rois_per_image, size, sampling_ratio = inputs
+    features, rois, rois_per_image, size, sampling_ratio, _ = inputs
     ctx.save_for_backward(rois)
     ctx.meta = (*features.shape, rois_per_image, size, sampling_ratio)
-    ctx.rows = [len(o) for o in output]
 
 
-def _roi_align_backward(ctx, grads):
+def _roi_align_backward(ctx, grads):  # autograd passes zeros for slices that did not reach the loss
     (rois,) = ctx.saved_tensors
     images, channels, height, width, per_image, size, sampling_ratio = ctx.meta
-    grads = [rois.new_zeros((n, channels, size, size)) if g is None else g for g, n in zip(grads, ctx.rows)]
     grad_features = _roi_align_backward_op(grads, rois, per_image, images, channels, height, width, size, sampling_ratio)
-    return grad_features, None, None, None, None
+    return grad_features, None, None, None, None, None
 
 
 _roi_align_op.register_autograd(_roi_align_backward, setup_context=_roi_align_setup_context)
@@ -134,9 +165,9 @@ def roi_align_slices(features: Tensor, rois: Tensor, rois_per_image: int, size: 
     slices, one per CPU thread (``torch.cat`` of them is torchvision's output, bit for bit), for rois grouped by
     image: row ``b·rois_per_image + n`` belongs to image ``b`` (the backward relies on it). On other devices,
     and under ``torch.export``: one slice."""
-    if features.device.type != "cpu" or torch.compiler.is_exporting():
+    if _library_path(features):
         return [roi_align(features, rois, (size, size), 1.0, sampling_ratio, aligned=True)]
-    return _roi_align_op(features, rois, rois_per_image, size, sampling_ratio)
+    return _roi_align_op(features, rois, rois_per_image, size, sampling_ratio, _thread_count())
 
 
 # ---- grid_sample -----------------------------------------------------------------------------------------
@@ -148,7 +179,6 @@ def _split_like(tensor: Tensor, slices: Sequence[Tensor]) -> List[Tensor]:
 
 @torch.library.custom_op("sam_detr::grid_sample_slices", mutates_args=())
 def _grid_sample_op(inputs: List[Tensor], grid: Tensor) -> Tensor:
-    inputs, grid = [i.detach() for i in inputs], grid.detach()
     parts = _in_parallel([lambda i=i, g=g: torch.grid_sampler_2d(i, g, _BILINEAR, _ZEROS, False)
                           for i, g in zip(inputs, _split_like(grid, inputs))])
     return parts[0] if len(parts) == 1 else torch.cat(parts)  # (rows, d, 1, M): small
@@ -189,8 +219,8 @@ def _grid_sample_setup_context(ctx, inputs, output):
 
 def _grid_sample_backward(ctx, grad):
     grid, *slices = ctx.saved_tensors
-    needs_inputs, needs_grid = ctx.needs_input_grad
-    needs_inputs = any(needs_inputs) if isinstance(needs_inputs, (list, tuple)) else needs_inputs
+    needs_input_slices, needs_grid = ctx.needs_input_grad  # a list for the list of slices
+    needs_inputs = any(needs_input_slices)
     *input_grads, grid_grad = _grid_sample_backward_op(grad, slices, grid, needs_inputs, needs_grid)
     return (input_grads if needs_inputs else [None] * len(slices)), (grid_grad if needs_grid else None)
 
@@ -201,7 +231,7 @@ _grid_sample_op.register_autograd(_grid_sample_backward, setup_context=_grid_sam
 def grid_sample_slices(inputs: Sequence[Tensor], grid: Tensor) -> Tensor:
     """``F.grid_sample(torch.cat(inputs), grid, "bilinear", "zeros", align_corners=False)`` with each slice of
     rows (and the matching rows of ``grid``) on its own thread, forward and backward; bit-identical."""
-    if grid.device.type != "cpu" or torch.compiler.is_exporting():
+    if _library_path(grid):
         inputs = inputs[0] if len(inputs) == 1 else torch.cat(list(inputs))
         return F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return _grid_sample_op(list(inputs), grid)

@@ -159,8 +159,9 @@ def test_smca_scales_are_raw_extra_outputs():
 def test_threaded_sampling_gives_the_library_kernels_result_and_gradients(bsz, monkeypatch):
     """On 2 threads RoIAlign and grid_sample run in one row slice per thread and point1 slice by slice:
     outputs and gradients equal those of the plain torchvision / ``F.grid_sample`` calls (one image per
-    slice, or equal shares of one image's queries): outputs bit for bit, gradients to rounding (point1's
-    weight gradient is summed slice by slice)."""
+    slice, or equal shares of one image's queries), to rounding: point1's convolution on a slice may round
+    differently from one on all rows where oneDNN picks another algorithm, and its weight gradient is summed
+    slice by slice."""
     import sam_detr.semantics_aligner as module
 
     memory_2d, mask, boxes, tgt = make_inputs(seed=bsz, bsz=bsz, valid=((6, 7), (4, 5), (5, 3))[:bsz])
@@ -184,7 +185,10 @@ def test_threaded_sampling_gives_the_library_kernels_result_and_gradients(bsz, m
     finally:
         torch.set_num_threads(old)
     for key in plain:
-        assert sliced[key] is None if plain[key] is None else torch.equal(sliced[key], plain[key]), key
+        if plain[key] is None:
+            assert sliced[key] is None
+        else:
+            torch.testing.assert_close(sliced[key], plain[key], rtol=0, atol=1e-6, msg=key)
     for a, b in zip(sliced_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert plain_grads[0].abs().sum() > 0

@@ -100,3 +100,40 @@ def test_compiled_caller_keeps_the_threaded_ops_as_single_calls():
     for count in (1, 3):
         with threads(count):
             assert torch.equal(compiled(features, rois), expected)
+
+
+def test_autocast_and_jit_tracing_get_the_library_ops():
+    features = torch.randn(2, 8, 7, 9)
+    rois = rois_grouped_by_image(2, 5, 7, 9)
+    grid = torch.rand(10, 1, 3, 2) * 2 - 1
+    with threads(2), torch.autocast("cpu", dtype=torch.bfloat16):
+        slices = roi_align_slices(features.bfloat16(), rois.bfloat16(), 5, 7)
+        expected = torchvision.ops.roi_align(features.bfloat16(), rois.bfloat16(), (7, 7), 1.0, -1, aligned=True)
+        assert len(slices) == 1 and torch.equal(slices[0], expected)
+        sampled = grid_sample_slices([expected[:4], expected[4:]], grid)
+        assert torch.equal(sampled, F.grid_sample(expected, grid, align_corners=False))
+    with threads(2):
+        traced = torch.jit.trace(lambda f, r: torch.cat(roi_align_slices(f, r, 5, 7)), (features, rois))
+    assert "sam_detr::" not in str(traced.graph) and "torchvision::roi_align" in str(traced.graph)
+
+
+def test_rois_not_grouped_by_image_are_refused_before_the_backward_kernel():
+    features = torch.randn(4, 4, 6, 6, requires_grad=True)
+    rois = rois_grouped_by_image(4, 3, 6, 6)
+    shuffled = rois[torch.randperm(len(rois), generator=torch.Generator().manual_seed(0))]
+    with threads(2):
+        slices = roi_align_slices(features, shuffled, 3, 7)  # the forward does not care about the order
+        assert torch.equal(torch.cat(slices), torchvision.ops.roi_align(features, shuffled, (7, 7), 1.0, -1, True))
+        with pytest.raises(ValueError, match="grouped by image"):
+            torch.autograd.grad(sum(s.sum() for s in slices), features)
+        with pytest.raises(ValueError, match="11 rois for 4 images of 3 boxes"):
+            torch.autograd.grad(sum(s.sum() for s in roi_align_slices(features, rois[:11], 3, 7)), features)
+
+
+def test_no_queries_no_boxes():
+    features = torch.randn(2, 4, 6, 6, requires_grad=True)
+    with threads(2):
+        slices = roi_align_slices(features, torch.zeros(0, 5), 0, 7)
+        assert sum(len(s) for s in slices) == 0
+        (grad,) = torch.autograd.grad(sum(s.sum() for s in slices), features, allow_unused=True)
+    assert grad is None or not grad.any()
