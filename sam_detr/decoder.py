@@ -163,7 +163,8 @@ class SAMDecoder(nn.Module):
         """
         bsz, hw, d_model = memory.shape
         height, width = mask.shape[-2:]
-        memory_2d = memory.transpose(1, 2).reshape(bsz, d_model, height, width)
+        # Contiguous once here: every layer's RoIAlign reads it, and its kernel would copy a strided view per call.
+        memory_2d = memory.transpose(1, 2).reshape(bsz, d_model, height, width).contiguous()
         valid_ratio = valid_ratios(mask)
         attn_bias = padding_bias(mask.reshape(bsz, hw))  # (B, 1, 1, HW)
         grid = None
