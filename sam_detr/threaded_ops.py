@@ -65,6 +65,11 @@ def _in_parallel(tasks: Sequence[Callable[[], Tensor]]) -> List[Tensor]:
     return [run(tasks[0])] + [p.result() for p in pending]
 
 
+def _joined(parts: Sequence[Tensor]) -> Tensor:
+    """``torch.cat(parts)``, without a copy when there is one part."""
+    return parts[0] if len(parts) == 1 else torch.cat(list(parts))
+
+
 @torch.compiler.assume_constant_result
 def _thread_count() -> int:
     """Slices per call, read once by the caller and passed to the operator, so that a traced graph (whose
@@ -96,7 +101,7 @@ def _library_path(tensor: Tensor) -> bool:
 @torch.library.custom_op("sam_detr::roi_align_slices", mutates_args=())
 def _roi_align_op(features: Tensor, rois: Tensor, rois_per_image: int, size: int, sampling_ratio: int,
                   parts: int) -> List[Tensor]:
-    features = features.contiguous()  # once here, not by the kernel in every thread
+    features = features.contiguous()  # once here, not by the kernel in every thread (a no-op for the decoder's)
     kernel = torch.ops.torchvision.roi_align
     return _in_parallel([lambda r=r: kernel(features, r, 1.0, size, size, sampling_ratio, True)
                          for r in rois.split(_row_counts(len(rois), rois_per_image, parts))])
@@ -135,7 +140,7 @@ def _roi_align_backward_op(grads: List[Tensor], rois: Tensor, rois_per_image: in
             grad.contiguous(), local, 1.0, size, size, count, channels, height, width, sampling_ratio, True)
 
     parts = _in_parallel([lambda g=g, r=r: image_group_backward(g, r) for g, r in zip(grads, rois.split(counts))])
-    return parts[0] if len(parts) == 1 else torch.cat(parts)  # (images, d, H, W): small
+    return _joined(parts)  # (images, d, H, W): small
 
 
 @_roi_align_backward_op.register_fake
@@ -163,8 +168,8 @@ def roi_align_slices(features: Tensor, rois: Tensor, rois_per_image: int, size: 
                      sampling_ratio: int = -1) -> List[Tensor]:
     """``torchvision.ops.roi_align(features, rois, size, 1.0, sampling_ratio, aligned=True)`` as consecutive row
     slices, one per CPU thread (``torch.cat`` of them is torchvision's output, bit for bit), for rois grouped by
-    image: row ``b·rois_per_image + n`` belongs to image ``b`` (the backward relies on it). On other devices,
-    and under ``torch.export``: one slice."""
+    image: row ``b·rois_per_image + n`` belongs to image ``b`` (the backward relies on it). Where the library
+    op serves (off the CPU, under CPU autocast, ``torch.export`` or ``torch.jit.trace``): one slice."""
     if _library_path(features):
         return [roi_align(features, rois, (size, size), 1.0, sampling_ratio, aligned=True)]
     return _roi_align_op(features, rois, rois_per_image, size, sampling_ratio, _thread_count())
@@ -181,7 +186,7 @@ def _split_like(tensor: Tensor, slices: Sequence[Tensor]) -> List[Tensor]:
 def _grid_sample_op(inputs: List[Tensor], grid: Tensor) -> Tensor:
     parts = _in_parallel([lambda i=i, g=g: torch.grid_sampler_2d(i, g, _BILINEAR, _ZEROS, False)
                           for i, g in zip(inputs, _split_like(grid, inputs))])
-    return parts[0] if len(parts) == 1 else torch.cat(parts)  # (rows, d, 1, M): small
+    return _joined(parts)  # (rows, d, 1, M): small
 
 
 @_grid_sample_op.register_fake
@@ -203,7 +208,7 @@ def _grid_sample_backward_op(grad: Tensor, inputs: List[Tensor], grid: Tensor, i
                             for g, i, p in zip(_split_like(grad, inputs), inputs, _split_like(grid, inputs))])
     input_grads = [r[0] if input_grad else i.new_empty(0) for r, i in zip(results, inputs)]
     grid_grads = [r[1] for r in results] if grid_grad else [grid.new_empty(0)]
-    return input_grads + [grid_grads[0] if len(grid_grads) == 1 else torch.cat(grid_grads)]
+    return input_grads + [_joined(grid_grads)]
 
 
 @_grid_sample_backward_op.register_fake
@@ -232,6 +237,5 @@ def grid_sample_slices(inputs: Sequence[Tensor], grid: Tensor) -> Tensor:
     """``F.grid_sample(torch.cat(inputs), grid, "bilinear", "zeros", align_corners=False)`` with each slice of
     rows (and the matching rows of ``grid``) on its own thread, forward and backward; bit-identical."""
     if _library_path(grid):
-        inputs = inputs[0] if len(inputs) == 1 else torch.cat(list(inputs))
-        return F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(_joined(inputs), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return _grid_sample_op(list(inputs), grid)
