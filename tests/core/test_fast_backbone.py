@@ -83,3 +83,48 @@ def test_fast_backbone_model_detects_as_the_plain_model(config, two_image_batch)
     for a, b in zip(ours, ref):
         assert torch.allclose(a.scores, b.scores, rtol=0, atol=1e-4)
         assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("freeze_at", [2, 0], ids=["frozen stem", "trained stem"])
+def test_stem_runs_channels_last_on_cpu_with_the_plain_stems_values(freeze_at):
+    from detectron2.modeling.backbone import BasicStem
+
+    from detr_core.backbone import ChannelsLastStem
+
+    torch.manual_seed(0)
+    quick = random_frozen_statistics_(build_resnet(18, width=8, freeze_at=freeze_at, out_features=("res3",)))
+    assert type(quick.stem) is ChannelsLastStem
+    plain = random_frozen_statistics_(build_resnet(18, width=8, freeze_at=freeze_at, out_features=("res3",)))
+    plain.stem.__class__ = BasicStem
+    plain.load_state_dict(quick.state_dict())
+    x = torch.randn(2, 3, 64, 48)
+    stem_out = quick.stem(x)
+    assert stem_out.is_contiguous() and torch.allclose(stem_out, plain.stem(x), rtol=1e-6, atol=1e-6)
+    out_q, out_p = quick(x)["res3"], plain(x)["res3"]
+    assert close(out_q, out_p)
+    weight = torch.randn_like(out_p)
+    (out_q * weight).sum().backward()
+    (out_p * weight).sum().backward()
+    stem_grads = [(p.grad, q.grad) for p, q in zip(plain.stem.parameters(), quick.stem.parameters())]
+    assert all((g is None) == (freeze_at > 0) for g, _ in stem_grads)
+    for (_, p), (_, q) in zip(plain.named_parameters(), quick.named_parameters()):
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            assert close(q.grad, p.grad)
+
+
+def test_yacs_backbone_gets_the_channels_last_stem():
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from detr_core import add_detr_config
+    from detr_core.backbone import ChannelsLastStem
+
+    cfg = get_cfg()
+    add_detr_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "DETR"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
+    cfg.MODEL.DETR.HIDDEN_DIM, cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 32, 5
+    cfg.MODEL.DETR.ENC_LAYERS = cfg.MODEL.DETR.DEC_LAYERS = 1
+    assert type(build_model(cfg).backbone.stem) is ChannelsLastStem
