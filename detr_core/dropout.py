@@ -3,12 +3,13 @@
 On the CPU, ``F.dropout`` draws its mask with ``bernoulli_``, which costs about 12 ns per element on two
 threads: with dropout 0.1 on attention probabilities, residuals and FFN activations, an R50 Conditional
 DETR training step at 320 px draws ~25 M mask elements, a tenth of the step. Here the mask comes from
-uniform 32-bit integers, two per 64-bit draw of PyTorch's generator (``random_`` over the full int64
-range): an element is dropped when its integer falls in the lowest ``round(p * 2**32)`` of the 2**32
-values, so the drop probability is ``p`` to within 2**-32 (finer than ``bernoulli_``'s float draw), and
-kept elements are scaled by ``1 / (1 - p)`` as in ``F.dropout``. Same distribution, other random stream:
-a seeded run is reproducible, but its masks differ from ``F.dropout``'s. On other devices, and in eval,
-this is ``F.dropout`` itself.
+uniform 16-bit integers, four per 64-bit draw of PyTorch's generator (``random_`` over the full int64
+range): an element is dropped when its integer falls in the lowest ``round(p * 2**16)`` of the 2**16
+values, so the drop probability is ``p`` to within 2**-17 (0.1 becomes 0.1000061), and kept elements are
+scaled by ``1 / (1 - p)`` as in ``F.dropout``. The comparison writes the float mask directly. Rates
+closer than 2**-17 to 0 or 1 use ``F.dropout``. Same distribution to that precision, other random
+stream: a seeded run is reproducible, but its masks differ from ``F.dropout``'s. On other devices, and
+in eval, this is ``F.dropout`` itself.
 """
 from __future__ import annotations
 
@@ -18,26 +19,33 @@ from torch import nn
 
 __all__ = ["dropout", "Dropout"]
 
-_INT32_SPAN = 2**32
+_INT16_SPAN = 2**16
+
+
+def _drop_count(p: float) -> int:
+    """How many of the 2**16 int16 values drop an element at rate ``p``."""
+    return round(p * _INT16_SPAN)
 
 
 def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Bool mask shaped like ``x``, True with probability 1 - p (to within 2**-32)."""
+    """Mask shaped like ``x`` in its dtype: 1 with probability 1 - p (to within 2**-17), else 0."""
     n = x.numel()
-    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-    draws = words.view(torch.int32)[:n].view(x.shape)  # uniform over the 2**32 int32 values
-    return draws >= round(p * _INT32_SPAN) - 2**31
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:n].view(x.shape)  # uniform over the 2**16 int16 values
+    mask = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return torch.ge(draws, _drop_count(p) - 2**15, out=mask)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout(x, p, training)``; on the CPU with 0 < p < 1 the mask is drawn by :func:`_keep_mask`."""
+    """``F.dropout(x, p, training)``; on the CPU, for p at least 2**-17 from 0 and 1, the mask is drawn by
+    :func:`_keep_mask`."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or not 0.0 < p < 1.0:
+    if x.device.type != "cpu" or not 0 < _drop_count(p) < _INT16_SPAN:
         return F.dropout(x, p, training)
     # A float mask holding 0 or 1 / (1 - p): one multiply forward and backward (a bool mask would be
     # converted in both).
-    return x * _keep_mask(x, p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * _keep_mask(x, p).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Dropout):

@@ -34,6 +34,23 @@ def test_cpu_dropout_drops_with_probability_p_and_rescales_the_rest(p):
     torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
 
 
+@pytest.mark.parametrize("p", [1e-6, 1 - 1e-6])
+def test_cpu_dropout_rates_too_close_to_0_or_1_for_16_bit_draws_still_drop_at_their_rate(p):
+    torch.manual_seed(0)
+    x = torch.rand(100_000) + 1.0
+    y = dropout(x, p)
+    dropped = y == 0
+    assert abs(dropped.sum().item() - x.numel() * p) < 5 * math.sqrt(x.numel() * p * (1 - p)) + 1
+    torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_cpu_dropout_keeps_the_input_dtype(dtype):
+    x = torch.ones(1000, dtype=dtype)
+    y = dropout(x, 0.5)
+    assert y.dtype == dtype and set(y.unique().tolist()) == {0.0, 2.0}
+
+
 def test_cpu_dropout_is_reproducible_under_a_seed_and_its_gradient_is_the_mask():
     x = torch.randn(3, 7, 5, requires_grad=True)
     torch.manual_seed(3)
