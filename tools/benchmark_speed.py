@@ -22,7 +22,9 @@ ZhangGongjie/SAM-DETR, imported as is; ``--official-args`` adds arguments to its
 recipe's published arguments) and timed on the same batch and threads, each with its own optimizer (the
 official main.py's AdamW, PyTorch's default per-tensor loop; ours from the config, fused), steps alternating with
 the project's model (ABAB...) so that machine noise hits both alike; the table then gives the ratios
-official / ours (> 1: this project is faster), with ``--amp`` also under bf16 autocast for both.
+official / ours (> 1: this project is faster), each the median of the per-pair ratios (a slowdown of a
+shared machine that outlasts a pair cancels out of it) with their quartiles, with ``--amp`` also under
+bf16 autocast for both.
 ``--compile`` times our inference compiled with its weights frozen (``detr_core.compiled``) and reports the
 one-off compilation time.
 """
@@ -38,6 +40,7 @@ import statistics
 import sys
 import time
 import types
+from typing import Dict, List, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,8 +176,9 @@ def official_batch(inputs, misc, pixel_mean, pixel_std):
     return misc.nested_tensor_from_tensor_list(images), targets
 
 
-def alternating_medians(fns, iters: int, warmup: int, device):
-    """Median seconds of each function, called in turn (ABAB...) so machine noise hits all alike."""
+def alternating_times(fns, iters: int, warmup: int, device) -> Dict[str, List[float]]:
+    """Seconds of each timed call of each function, the functions called in turn (ABAB...) so that machine
+    noise hits all alike."""
     from detr_core.benchmark import median_time
 
     times = {k: [] for k in fns}
@@ -183,7 +187,32 @@ def alternating_medians(fns, iters: int, warmup: int, device):
             seconds = median_time(fn, 1, 0, device)
             if it >= warmup:
                 times[key].append(seconds)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(official: Sequence[float], ours: Sequence[float]) -> Tuple[float, float, float]:
+    """Median and quartiles of official[i] / ours[i] over the alternating pairs.
+
+    Each ratio compares two calls made seconds apart, so a slowdown of the machine that lasts longer than a
+    pair (a shared host) cancels out of it, where it would not cancel out of the ratio of the two medians.
+    """
+    ratios = sorted(a / b for a, b in zip(official, ours))
+    if len(ratios) == 1:
+        return ratios[0], ratios[0], ratios[0]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
+
+
+def paired_entries(prefix: str, times: Dict[str, List[float]]) -> dict:
+    """Row entries for one alternating run: both median times, the paired ratio and its quartiles."""
+    ratio, q1, q3 = paired_ratio(times["official"], times["ours"])
+    ours_key = {"train": "train_step_s", "infer": "infer_batch_s"}[prefix]
+    return {
+        ours_key: statistics.median(times["ours"]),
+        f"official_{ours_key}": statistics.median(times["official"]),
+        f"{prefix}_speedup": ratio,
+        f"{prefix}_speedup_quartiles": [q1, q3],
+    }
 
 
 def benchmark_config(path: str, args) -> dict:
@@ -303,29 +332,25 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
 
     for module in (official, criterion, model):
         module.train()
-    train = alternating_medians({"official": off_train_step, "ours": train_step}, args.iters, args.warmup, device)
+    train = alternating_times({"official": off_train_step, "ours": train_step}, args.iters, args.warmup, device)
     official.eval()
     model.eval()
     compiled = compile_ours(model, infer, args)
-    infer_s = alternating_medians({"official": off_infer, "ours": infer}, args.iters, args.warmup, device)
-    row = {
-        **compiled,
-        "train_step_s": train["ours"], "official_train_step_s": train["official"],
-        "train_speedup": train["official"] / train["ours"],
-        "infer_batch_s": infer_s["ours"], "official_infer_batch_s": infer_s["official"],
-        "infer_speedup": infer_s["official"] / infer_s["ours"],
-    }
+    infer_s = alternating_times({"official": off_infer, "ours": infer}, args.iters, args.warmup, device)
+    row = {**compiled, **paired_entries("train", train), **paired_entries("infer", infer_s)}
     if args.amp:
         for module in (official, criterion, model):
             module.train()
-        train = alternating_medians({"official": lambda: off_train_step(True), "ours": lambda: train_step(True)},
-                                    args.iters, args.warmup, device)
+        train = alternating_times({"official": lambda: off_train_step(True), "ours": lambda: train_step(True)},
+                                  args.iters, args.warmup, device)
         official.eval()
         model.eval()
-        infer_s = alternating_medians({"official": lambda: off_infer(True), "ours": lambda: infer(True)},
-                                      args.iters, args.warmup, device)
-        row.update(train_step_amp_s=train["ours"], train_amp_speedup=train["official"] / train["ours"],
-                   infer_batch_amp_s=infer_s["ours"], infer_amp_speedup=infer_s["official"] / infer_s["ours"])
+        infer_s = alternating_times({"official": lambda: off_infer(True), "ours": lambda: infer(True)},
+                                    args.iters, args.warmup, device)
+        row.update(train_step_amp_s=statistics.median(train["ours"]),
+                   train_amp_speedup=paired_ratio(train["official"], train["ours"])[0],
+                   infer_batch_amp_s=statistics.median(infer_s["ours"]),
+                   infer_amp_speedup=paired_ratio(infer_s["official"], infer_s["ours"])[0])
     return row
 
 
@@ -337,9 +362,11 @@ def markdown(rows) -> str:
         ("official_train_step_s", "official train step (s)", "{:.3f}"),
         ("train_step_s", "train step (s)", "{:.3f}"),
         ("train_speedup", "train official/ours", "{:.2f}x"),
+        ("train_speedup_quartiles", "train ratio quartiles", "{0[0]:.2f}-{0[1]:.2f}"),
         ("official_infer_batch_s", "official inference (s/batch)", "{:.3f}"),
         ("infer_batch_s", "inference (s/batch)", "{:.3f}"),
         ("infer_speedup", "inference official/ours", "{:.2f}x"),
+        ("infer_speedup_quartiles", "inference ratio quartiles", "{0[0]:.2f}-{0[1]:.2f}"),
         ("compile_s", "compilation (s)", "{:.0f}"),
         ("infer_gflop_per_s", "inference GFLOP/s", "{:.1f}"),
         ("matmul_fraction", "of matmul rate", "{:.0%}"),

@@ -271,3 +271,17 @@ def test_speed_benchmark_refuses_compile_with_amp(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--configs", "configs/detr/detr_shapes.py", "--compile", "--amp"])
     assert exit_.value.code == 2 and "run --amp separately" in capsys.readouterr().err
+
+
+def test_side_by_side_ratio_is_the_median_of_the_alternating_pairs():
+    import tools.benchmark_speed as bench
+
+    # ours is twice as slow; the machine slows down 5x during the third pair, after the official call:
+    # pairs cancel the slowdown except in that pair, the ratio of the two medians (1 / 10) does not
+    official, ours = [1.0, 1.0, 1.0, 5.0, 5.0], [2.0, 2.0, 10.0, 10.0, 10.0]
+    assert bench.paired_ratio(official, ours) == (0.5, 0.5, 0.5)
+    row = bench.paired_entries("infer", {"official": official, "ours": ours})
+    assert row == {"infer_batch_s": 10.0, "official_infer_batch_s": 1.0, "infer_speedup": 0.5,
+                   "infer_speedup_quartiles": [0.5, 0.5]}
+    assert bench.paired_ratio([3.0, 1.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]) == (2.5, 1.75, 3.25)
+    assert bench.paired_ratio([3.0], [2.0]) == (1.5, 1.5, 1.5)
