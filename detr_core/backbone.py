@@ -49,8 +49,8 @@ def build_resnet(
     convolution (see :func:`fold_frozen_batchnorm_`), ``channels_last`` stores the weights, and hence every
     activation, channels-last (NHWC), the layout oneDNN's CPU convolutions run fastest in.
 
-    Without ``channels_last``, the stem alone still runs channels-last on the CPU (see
-    :class:`ChannelsLastStem`), which changes no value.
+    Without ``channels_last``, a frozen stem still runs channels-last on the CPU in float32 (see
+    :class:`ChannelsLastStem`), with the same values up to rounding (bit for bit on the CPUs we tried).
     """
     backbone = _build_resnet(depth, dc5, freeze_at, out_features, norm, stride_in_1x1, in_channels, width)
     if fold_frozen_bn:
@@ -133,23 +133,30 @@ class ChannelsLastStem(BasicStem):
 
     PyTorch's CPU max pool is slow on NCHW: on an R50 stem at 320 px (2 x 64 x 160 x 160), 15 ms against
     0.9 ms on NHWC, while the stem's convolution costs the same either way; the whole stem, layout
-    conversions included, went from 40 to 23 ms on a 2-core CPU. Max pooling, ReLU and the per-channel
-    frozen BatchNorm do not depend on the layout, and oneDNN computes the convolution in its own blocked
-    layout either way, so the output is the plain stem's (bit for bit in our runs on an AVX2 CPU, R50
-    outputs and gradients; the tests allow float32 rounding). Other devices run the plain stem.
+    conversions included, went from 34 to 25 ms on a 2-core CPU (docs/BENCHMARKS.md has the snippet). Max
+    pooling, ReLU and the per-channel frozen BatchNorm do not depend on the layout, and oneDNN computes the
+    float32 convolution in its own blocked layout either way, so the output is the plain stem's (bit for bit
+    in our runs on an AVX2 CPU, R50 outputs and gradients; the tests allow float32 rounding). Other devices,
+    other dtypes and CPU autocast (where oneDNN's reduced-precision convolutions may round differently per
+    layout) run the plain stem.
     """
 
     def forward(self, x):
-        if x.device.type != "cpu":
-            return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        autocast = False if torch.jit.is_scripting() else torch.is_autocast_enabled("cpu")
+        nhwc = x.device.type == "cpu" and x.dtype == torch.float32 and not autocast
+        if nhwc:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.relu_(self.conv1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        return x.contiguous() if nhwc else x
 
 
 def channels_last_stem_(backbone: torch.nn.Module) -> torch.nn.Module:
-    """In place: make a detectron2 ResNet's ``BasicStem`` a :class:`ChannelsLastStem` (same parameters and
-    keys). Other backbones and stems are returned unchanged. Returns ``backbone``."""
+    """In place: make a detectron2 ResNet's ``BasicStem`` with a frozen BatchNorm a :class:`ChannelsLastStem`
+    (same parameters and keys). Other backbones and stems (a training BatchNorm's batch statistics would be
+    summed in another order) are returned unchanged. Returns ``backbone``."""
     stem = getattr(backbone, "stem", None)
-    if type(stem) is BasicStem:
+    if type(stem) is BasicStem and isinstance(getattr(stem.conv1, "norm", None), FrozenBatchNorm2d):
         stem.__class__ = ChannelsLastStem
     return backbone
 

@@ -164,7 +164,7 @@ def base_from_config(cfg: CN, node: CN, loss_class: str) -> dict:
     backbone = build_backbone(cfg)
     if cfg.MODEL.RESNETS.RES5_DILATION == 2:  # DC5 as the official models build it
         torchvision_dc5_(backbone)
-    channels_last_stem_(backbone)  # same values, faster max pool on the CPU
+    channels_last_stem_(backbone)  # faster max pool on the CPU, same float32 values
     return {
         "backbone": backbone,
         "criterion": criterion_from_node(node, loss_class),

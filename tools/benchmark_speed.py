@@ -196,17 +196,16 @@ def paired_ratio(official: Sequence[float], ours: Sequence[float]) -> Tuple[floa
     Each ratio compares two calls made seconds apart, so a slowdown of the machine that lasts longer than a
     pair (a shared host) cancels out of it, where it would not cancel out of the ratio of the two medians.
     """
-    ratios = sorted(a / b for a, b in zip(official, ours))
+    ratios = sorted(a / b for a, b in zip(official, ours, strict=True))
     if len(ratios) == 1:
         return ratios[0], ratios[0], ratios[0]
     q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
     return median, q1, q3
 
 
-def paired_entries(prefix: str, times: Dict[str, List[float]]) -> dict:
+def paired_entries(prefix: str, times: Dict[str, List[float]], ours_key: str) -> dict:
     """Row entries for one alternating run: both median times, the paired ratio and its quartiles."""
     ratio, q1, q3 = paired_ratio(times["official"], times["ours"])
-    ours_key = {"train": "train_step_s", "infer": "infer_batch_s"}[prefix]
     return {
         ours_key: statistics.median(times["ours"]),
         f"official_{ours_key}": statistics.median(times["official"]),
@@ -337,7 +336,11 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
     model.eval()
     compiled = compile_ours(model, infer, args)
     infer_s = alternating_times({"official": off_infer, "ours": infer}, args.iters, args.warmup, device)
-    row = {**compiled, **paired_entries("train", train), **paired_entries("infer", infer_s)}
+    row = {
+        **compiled,
+        **paired_entries("train", train, "train_step_s"),
+        **paired_entries("infer", infer_s, "infer_batch_s"),
+    }
     if args.amp:
         for module in (official, criterion, model):
             module.train()
@@ -347,10 +350,8 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
         model.eval()
         infer_s = alternating_times({"official": lambda: off_infer(True), "ours": lambda: infer(True)},
                                     args.iters, args.warmup, device)
-        row.update(train_step_amp_s=statistics.median(train["ours"]),
-                   train_amp_speedup=paired_ratio(train["official"], train["ours"])[0],
-                   infer_batch_amp_s=statistics.median(infer_s["ours"]),
-                   infer_amp_speedup=paired_ratio(infer_s["official"], infer_s["ours"])[0])
+        row.update(**paired_entries("train_amp", train, "train_step_amp_s"),
+                   **paired_entries("infer_amp", infer_s, "infer_batch_amp_s"))
     return row
 
 

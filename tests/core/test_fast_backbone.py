@@ -128,3 +128,22 @@ def test_yacs_backbone_gets_the_channels_last_stem():
     cfg.MODEL.DETR.HIDDEN_DIM, cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 32, 5
     cfg.MODEL.DETR.ENC_LAYERS = cfg.MODEL.DETR.DEC_LAYERS = 1
     assert type(build_model(cfg).backbone.stem) is ChannelsLastStem
+
+
+def test_channels_last_stem_only_for_frozen_norms_and_stays_scriptable():
+    from detectron2.modeling.backbone import BasicStem
+
+    from detr_core.backbone import ChannelsLastStem
+
+    # a training BatchNorm sums its batch statistics in layout order: that stem stays as it is
+    assert type(build_resnet(18, width=8, norm="BN", freeze_at=0, out_features=("res3",)).stem) is BasicStem
+    stem = random_frozen_statistics_(tiny()).stem.eval()
+    assert type(stem) is ChannelsLastStem
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        expected = stem(x)
+        scripted = torch.jit.script(stem)(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # reduced precision: the plain stem's path
+            amp = stem(x)
+    assert torch.equal(scripted, expected) and scripted.is_contiguous()
+    assert amp.dtype == torch.bfloat16 and amp.is_contiguous()

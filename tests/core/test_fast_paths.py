@@ -34,14 +34,22 @@ def test_cpu_dropout_drops_with_probability_p_and_rescales_the_rest(p):
     torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
 
 
-@pytest.mark.parametrize("p", [1e-6, 1 - 1e-6])
-def test_cpu_dropout_rates_too_close_to_0_or_1_for_16_bit_draws_still_drop_at_their_rate(p):
+@pytest.mark.parametrize("p", [1e-6, 1e-4, 0.01, 0.9999, 1 - 1e-6])
+def test_cpu_dropout_leaves_rates_16_bits_would_round_to_torch(p, monkeypatch):
+    import detr_core.dropout as module
+
+    def refuse(x, p):
+        raise AssertionError(f"16-bit mask drawn for p={p}")
+
+    monkeypatch.setattr(module, "_keep_mask", refuse)
     torch.manual_seed(0)
     x = torch.rand(100_000) + 1.0
     y = dropout(x, p)
     dropped = y == 0
     assert abs(dropped.sum().item() - x.numel() * p) < 5 * math.sqrt(x.numel() * p * (1 - p)) + 1
     torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
+    with pytest.raises(AssertionError, match="16-bit mask drawn"):
+        dropout(x, 0.1)  # the rates of the recipes take the fast mask
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])

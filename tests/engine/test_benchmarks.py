@@ -280,7 +280,7 @@ def test_side_by_side_ratio_is_the_median_of_the_alternating_pairs():
     # pairs cancel the slowdown except in that pair, the ratio of the two medians (1 / 10) does not
     official, ours = [1.0, 1.0, 1.0, 5.0, 5.0], [2.0, 2.0, 10.0, 10.0, 10.0]
     assert bench.paired_ratio(official, ours) == (0.5, 0.5, 0.5)
-    row = bench.paired_entries("infer", {"official": official, "ours": ours})
+    row = bench.paired_entries("infer", {"official": official, "ours": ours}, "infer_batch_s")
     assert row == {"infer_batch_s": 10.0, "official_infer_batch_s": 1.0, "infer_speedup": 0.5,
                    "infer_speedup_quartiles": [0.5, 0.5]}
     assert bench.paired_ratio([3.0, 1.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]) == (2.5, 1.75, 3.25)
