@@ -1,11 +1,15 @@
-"""What a process needs before it builds a model: every variant registered, and a device chosen."""
+"""What a process needs before it builds a model: every variant registered, a device chosen, and on the CPU
+an allocator that keeps the memory it frees."""
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+import platform
 
 import torch
 
-__all__ = ["VARIANT_PACKAGES", "import_variants", "resolve_device"]
+__all__ = ["VARIANT_PACKAGES", "import_variants", "resolve_device", "keep_freed_cpu_memory"]
 
 #: The packages that register a meta-architecture and a converter when imported (``detr_core`` registers DETR).
 VARIANT_PACKAGES = ("cond_detr", "dab_detr", "smca_detr", "sam_detr")
@@ -30,3 +34,45 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} was asked for but no CUDA device is available; use cpu or auto")
     return device
+
+
+#: glibc's ``mallopt`` parameters (malloc.h) and the value this module gives both.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_BYTES = 256 << 20
+#: The environment variables with which a user sets glibc's thresholds (or opts out here) themselves.
+_USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+OPT_OUT = "DETR_KEEP_FREED_MEMORY"
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Let glibc's malloc keep the memory a CPU step frees, for the next step, instead of returning it to the
+    operating system. Returns whether the setting was made.
+
+    By default glibc serves large blocks with fresh ``mmap`` pages (above 128 kB, a bound that rises to the
+    largest such block freed so far, at most 32 MB) and returns the free memory at the top of its heap to the
+    system (beyond twice that bound). A CPU forward of an R50 model
+    allocates and frees such blocks at every layer (feature maps, oneDNN's reordered copies of them, the
+    RoIAlign features), so every step touches tens of thousands of new pages (4 kB each), each a page fault
+    that the kernel fills with zeros: 20 000-50 000 per inference forward of two 320-pixel images. Raising
+    both thresholds to 256 MB makes the heap reuse them instead. Results are unchanged to the bit; the
+    process keeps up to 256 MB of freed memory for reuse, on top of its peak use.
+
+    The training script and the tools call this on CPU runs. It is a no-op (returning False) off glibc
+    (macOS, Windows, musl) and when the user has chosen for themselves: ``MALLOC_TRIM_THRESHOLD_``,
+    ``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` entry of ``GLIBC_TUNABLES`` is set, or
+    ``DETR_KEEP_FREED_MEMORY=0``. Another
+    allocator loaded with ``LD_PRELOAD`` (jemalloc, tcmalloc) does its own pooling and ignores it.
+    Processes forked afterwards (data-loader workers) inherit it.
+    """
+    if (os.environ.get(OPT_OUT, "1") == "0" or any(k in os.environ for k in _USER_SETTINGS)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # The mmap threshold first: setting either one turns off glibc's dynamic adjustment of both.
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))

@@ -27,6 +27,9 @@ shared machine that outlasts a pair cancels out of it) with their quartiles, wit
 bf16 autocast for both.
 ``--compile`` times our inference compiled with its weights frozen (``detr_core.compiled``) and reports the
 one-off compilation time.
+On the CPU the process first makes glibc's malloc keep freed memory for reuse, as train_net.py does
+(``detr_core.runtime.keep_freed_cpu_memory``; ``--default-malloc`` leaves glibc's defaults); a side-by-side
+run gives the official model the same setting, since both run in this one process.
 """
 import argparse
 import ast
@@ -399,6 +402,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="time our inference compiled "
                         "(detr_core.compiled.compile_for_inference, weights frozen; after the training steps)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--default-malloc", action="store_true", help="on the CPU, leave glibc's malloc at its "
+                        "defaults instead of keeping freed memory as train_net.py does (both models share it)")
     parser.add_argument("--output", default="output/benchmark/speed.json", help="JSON output (Markdown beside it)")
     parser.add_argument("--official-root", default="", help="checkout of the official repository of the configs' "
                         "model: time it side by side with ours")
@@ -416,13 +421,15 @@ def main(argv=None) -> int:
     import_variants()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from detr_core.runtime import resolve_device
+    from detr_core.runtime import keep_freed_cpu_memory, resolve_device
 
     device = torch.device(resolve_device(args.device))
     args.device = device.type
+    kept = device.type == "cpu" and not args.default_malloc and keep_freed_cpu_memory()
     args.matmul_gflop_per_s = matmul_gflops(device, torch.get_num_threads())
     machine = f"{machine_name()}, {torch.get_num_threads()} threads" + (
-        f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
+        f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + (
+        ", malloc keeps freed memory" if kept else "")
     print(f"machine: {machine}; float32 matmul {args.matmul_gflop_per_s:.1f} GFLOP/s", flush=True)
     configs = args.configs or [os.path.join(ROOT, c) for c in PRESETS[args.preset]]
     rows = []

@@ -9,12 +9,19 @@
 Same step as tools/benchmark_speed.py (synthetic batch of a full-size and a padded smaller image, forward +
 loss + backward + gradient clipping + AdamW, random init): prints the median step time of ``--steps`` timed
 steps after warm-up, then the operators sorted by self CPU (or CUDA) time over the profiled steps, and
-optionally writes a Chrome trace (open in chrome://tracing or Perfetto). ``--inference`` profiles the
+optionally writes a Chrome trace (open in chrome://tracing or Perfetto). It also prints the page faults
+and the system CPU time per step, which the operator table does not show, and the peak resident memory. ``--inference`` profiles the
 model's inference forward on the same batch instead (eval mode, no gradient), as timed by the benchmark.
+On the CPU, malloc keeps freed memory as in train_net.py unless ``--default-malloc``.
 """
 import argparse
 import os
 import sys
+
+try:
+    import resource  # Unix only: page faults and system time per step
+except ImportError:
+    resource = None
 
 
 def main(argv=None) -> int:
@@ -25,9 +32,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="profiled (and timed) steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rows", type=int, default=20, help="operators listed")
+    parser.add_argument("--rows", type=int, default=20, help="operators listed (0: time only, no profile)")
     parser.add_argument("--trace", default="", help="write a Chrome trace here")
     parser.add_argument("--inference", action="store_true", help="profile inference forwards instead of train steps")
+    parser.add_argument("--default-malloc", action="store_true", help="on the CPU, leave glibc's malloc at its "
+                        "defaults instead of keeping freed memory as train_net.py does")
     args = parser.parse_args(argv)
 
     import torch
@@ -35,7 +44,7 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from detr_core.benchmark import median_time, synthetic_batch
-    from detr_core.runtime import import_variants, resolve_device
+    from detr_core.runtime import import_variants, keep_freed_cpu_memory, resolve_device
     from detr_core.solver import add_grad_clipping
 
     import_variants()
@@ -43,6 +52,8 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"config file not found: {args.config_file}")
     cfg = LazyConfig.load(args.config_file)
     device = torch.device(resolve_device(args.device))
+    if device.type == "cpu" and not args.default_malloc:
+        keep_freed_cpu_memory()
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device).train()
     cfg.optimizer.params.model = model
@@ -63,17 +74,28 @@ def main(argv=None) -> int:
     model.train(not args.inference)
     step = inference if args.inference else train_step
 
-    seconds = median_time(step, args.steps, args.warmup, device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(args.steps):
-            step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
+    for _ in range(args.warmup):
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF) if resource else None
+    seconds = median_time(step, args.steps, 0, device)
     what = "inference forward" if args.inference else "train step"
-    print(f"{args.config_file}: median {what} {seconds:.3f} s ({args.batch} images, {args.size} px, {device})")
+    kernel = ""
+    if resource:  # what the operator table cannot show: the kernel's time, mostly filling freshly mapped pages
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        kernel = (f"; per {what}: {(after.ru_minflt - before.ru_minflt) / args.steps:.0f} page faults, "
+                  f"{(after.ru_stime - before.ru_stime) / args.steps:.3f} s of system CPU time; "
+                  f"peak resident memory {after.ru_maxrss / (2**20 if sys.platform == 'darwin' else 2**10):.0f} MiB")
+    if args.rows > 0 or args.trace:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(args.steps):
+                step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
+    print(f"{args.config_file}: median {what} {seconds:.3f} s ({args.batch} images, {args.size} px, {device})"
+          + kernel)
     if args.trace:
         os.makedirs(os.path.dirname(os.path.abspath(args.trace)), exist_ok=True)
         prof.export_chrome_trace(args.trace)

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -161,7 +162,17 @@ def test_profile_tool_lists_operators_and_writes_a_trace(tmp_path, capsys):
                              "--warmup", "0", "--device", "cpu", "--rows", "500", "--trace", str(trace)])
     out = capsys.readouterr().out
     assert "torchvision::roi_align" in out and "median train step" in out  # SAM-DETR's RoIAlign is profiled
+    assert re.search(r"per train step: \d+ page faults, \d+\.\d{3} s of system CPU time", out)
     assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_profile_tool_without_rows_only_times(capsys):
+    from tools import profile_train_step
+
+    profile_train_step.main(["--config-file", "configs/detr/detr_shapes.py", "--size", "64", "--steps", "1",
+                             "--warmup", "0", "--device", "cpu", "--rows", "0", "--default-malloc"])
+    out = capsys.readouterr().out
+    assert "median train step" in out and "page faults" in out and "Self CPU" not in out
 
 
 def test_profile_tool_profiles_inference_without_gradients(capsys):

@@ -181,3 +181,11 @@ def test_eval_only_compiles_the_model_when_the_config_asks(tiny_data, tmp_path, 
     assert compiled == []
     run("--eval-only", *common, "train.compile_inference=True")
     assert len(compiled) == 1 and type(compiled[0]).__name__ == "DETR"
+
+
+def test_cpu_runs_keep_freed_memory(tiny_data, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_net, "keep_freed_cpu_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(train_net, "do_train", lambda args, cfg: calls.append(cfg.train.device))
+    run(*TINY_MODEL, f"train.output_dir={tmp_path / 'run'}", "train.device=cpu")
+    assert calls == ["kept", "cpu"]  # before anything is built
