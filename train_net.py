@@ -39,8 +39,10 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
+import torch
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
 from detr_core.checkpointer import AtomicCheckpointer, RNGState, read_checkpoint, remove_partial_files
@@ -49,7 +51,7 @@ from detr_core.config import check_lazy_config
 from detr_core.data import ResumableTrainingSampler
 from detr_core.launch import launch
 from detr_core.model_zoo import get_detr_family_cfg
-from detr_core.runtime import keep_freed_cpu_memory, resolve_device
+from detr_core.runtime import VARIANT_PACKAGES, keep_freed_cpu_memory, resolve_device
 from detr_core.solver import add_grad_clipping
 from detr_core.trainer import DETRTrainer
 
@@ -352,13 +354,22 @@ def setup(args):
     return cfg
 
 
+def setup_project_loggers(output_dir: str) -> None:
+    """detectron2's ``default_setup`` sets up the detectron2 and fvcore loggers; this script's and the
+    project's packages' log the same way (console on the main process, ``log.txt`` in the output directory)."""
+    for name in ("detr_family", "detr_core", *VARIANT_PACKAGES):
+        setup_logger(output_dir, distributed_rank=comm.get_rank(), name=name)
+
+
 def main(args):
     cfg = setup(args)
-    device = cfg.MODEL.DEVICE if isinstance(cfg, CfgNode) else cfg.train.device
-    if device == "cpu" and keep_freed_cpu_memory():
+    yacs = isinstance(cfg, CfgNode)
+    setup_project_loggers(cfg.OUTPUT_DIR if yacs else cfg.train.get("output_dir"))
+    device = cfg.MODEL.DEVICE if yacs else cfg.train.device
+    if torch.device(device).type == "cpu" and keep_freed_cpu_memory():
         logger.info("CPU run: malloc keeps freed memory for reuse instead of returning it to the system "
                     "(fewer page faults; DETR_KEEP_FREED_MEMORY=0 turns this off)")
-    if isinstance(cfg, CfgNode):
+    if yacs:
         return main_yacs(args, cfg)
     if args.eval_only:
         model = instantiate(cfg.model)
@@ -394,8 +405,8 @@ output directory: a directory that holds another run (checkpoints, metrics.json)
 iteration.
 
 CPU runs: glibc's malloc is told to keep freed memory for reuse (far fewer page faults per step; results
-are unchanged). DETR_KEEP_FREED_MEMORY=0, or your own MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_, leave
-it alone.
+are unchanged). DETR_KEEP_FREED_MEMORY=0, your own MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_ or
+GLIBC_TUNABLES=glibc.malloc..., or a preloaded jemalloc/tcmalloc leave it alone.
 """
 
 

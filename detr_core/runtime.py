@@ -36,36 +36,40 @@ def resolve_device(device: str) -> str:
     return device
 
 
-#: glibc's ``mallopt`` parameters (malloc.h) and the value this module gives both.
+#: glibc's ``mallopt`` parameters (malloc.h), the value this module gives both, and the largest mmap
+#: threshold glibc before 2.35 accepts (half its 64 MB arena heaps).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 256 << 20
-#: The environment variables with which a user sets glibc's thresholds (or opts out here) themselves.
+_OLD_GLIBC_MMAP_MAX = 32 << 20
+#: The environment variables with which a user sets glibc's thresholds themselves, and the opt-out here.
 _USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 OPT_OUT = "DETR_KEEP_FREED_MEMORY"
 
 
 def keep_freed_cpu_memory() -> bool:
-    """Let glibc's malloc keep the memory a CPU step frees, for the next step, instead of returning it to the
-    operating system. Returns whether the setting was made.
+    """Let glibc's malloc keep the memory that a CPU step frees, for the next step, instead of handing it
+    back to the operating system. Returns whether the setting was made.
 
-    By default glibc serves large blocks with fresh ``mmap`` pages (above 128 kB, a bound that rises to the
-    largest such block freed so far, at most 32 MB) and returns the free memory at the top of its heap to the
-    system (beyond twice that bound). A CPU forward of an R50 model
-    allocates and frees such blocks at every layer (feature maps, oneDNN's reordered copies of them, the
-    RoIAlign features), so every step touches tens of thousands of new pages (4 kB each), each a page fault
-    that the kernel fills with zeros: 20 000-50 000 per inference forward of two 320-pixel images. Raising
-    both thresholds to 256 MB makes the heap reuse them instead. Results are unchanged to the bit; the
-    process keeps up to 256 MB of freed memory for reuse, on top of its peak use.
+    By default glibc serves large blocks with fresh ``mmap`` pages: those above 128 kB, a bound that rises to
+    the largest such block freed so far, at most 32 MB. It also hands back the free memory at the top of its
+    heap beyond a trim threshold (128 kB, then twice that bound). A CPU forward of an R50 model allocates and
+    frees such blocks in every layer (feature maps, oneDNN's reordered copies of them, the RoIAlign
+    features), so every step touches tens of thousands of new 4 kB pages. Each is a page fault that the
+    kernel fills with zeros: 20 000-50 000 per inference forward of two 320-pixel images. With both
+    thresholds at 256 MB (the mmap one at 32 MB on glibc before 2.35, which refuses more) the heap reuses
+    those blocks instead. Results are unchanged to the bit. The cost is memory: the process stays at its
+    high-water mark of heap use, since freed blocks are kept for reuse rather than handed back (forked
+    data-loader workers, which inherit the setting, each keep their own).
 
-    The training script and the tools call this on CPU runs. It is a no-op (returning False) off glibc
-    (macOS, Windows, musl) and when the user has chosen for themselves: ``MALLOC_TRIM_THRESHOLD_``,
-    ``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` entry of ``GLIBC_TUNABLES`` is set, or
-    ``DETR_KEEP_FREED_MEMORY=0``. Another
-    allocator loaded with ``LD_PRELOAD`` (jemalloc, tcmalloc) does its own pooling and ignores it.
-    Processes forked afterwards (data-loader workers) inherit it.
+    The training script and the tools call this on CPU runs; importing a module never does. It is a no-op
+    (returning False) off glibc (macOS, Windows, musl), under another allocator preloaded with
+    ``LD_PRELOAD`` (jemalloc and tcmalloc pool memory their own way), and when the user has chosen:
+    ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` entry of
+    ``GLIBC_TUNABLES`` is set, or ``DETR_KEEP_FREED_MEMORY=0``.
     """
     if (os.environ.get(OPT_OUT, "1") == "0" or any(k in os.environ for k in _USER_SETTINGS)
-            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")):
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+            or any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc"))):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -74,5 +78,6 @@ def keep_freed_cpu_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # The mmap threshold first: setting either one turns off glibc's dynamic adjustment of both.
-    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+    # Either call turns off glibc's dynamic adjustment of both thresholds, so both are set.
+    mapped = mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or mallopt(_M_MMAP_THRESHOLD, _OLD_GLIBC_MMAP_MAX)
+    return bool(mapped) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))

@@ -9,9 +9,10 @@
 Same step as tools/benchmark_speed.py (synthetic batch of a full-size and a padded smaller image, forward +
 loss + backward + gradient clipping + AdamW, random init): prints the median step time of ``--steps`` timed
 steps after warm-up, then the operators sorted by self CPU (or CUDA) time over the profiled steps, and
-optionally writes a Chrome trace (open in chrome://tracing or Perfetto). It also prints the page faults
-and the system CPU time per step, which the operator table does not show, and the peak resident memory. ``--inference`` profiles the
-model's inference forward on the same batch instead (eval mode, no gradient), as timed by the benchmark.
+optionally writes a Chrome trace (open in chrome://tracing or Perfetto). It also prints what the operator
+table does not show: the page faults and the system CPU time per step, and the peak resident memory.
+``--inference`` profiles the model's inference forward on the same batch instead (eval mode, no gradient),
+as timed by the benchmark.
 On the CPU, malloc keeps freed memory as in train_net.py unless ``--default-malloc``.
 """
 import argparse
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="profiled (and timed) steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rows", type=int, default=20, help="operators listed (0: time only, no profile)")
+    parser.add_argument("--rows", type=int, default=20, help="operators listed (0: no table, and no profile unless --trace)")
     parser.add_argument("--trace", default="", help="write a Chrome trace here")
     parser.add_argument("--inference", action="store_true", help="profile inference forwards instead of train steps")
     parser.add_argument("--default-malloc", action="store_true", help="on the CPU, leave glibc's malloc at its "
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
+        if args.rows > 0:
+            print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
     print(f"{args.config_file}: median {what} {seconds:.3f} s ({args.batch} images, {args.size} px, {device})"
           + kernel)
     if args.trace:
