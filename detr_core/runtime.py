@@ -55,7 +55,7 @@ def keep_freed_cpu_memory() -> bool:
     heap beyond a trim threshold (128 kB, then twice that bound). A CPU forward of an R50 model allocates and
     frees such blocks in every layer (feature maps, oneDNN's reordered copies of them, the RoIAlign
     features), so every step touches tens of thousands of new 4 kB pages. Each is a page fault that the
-    kernel fills with zeros: 20 000-50 000 per inference forward of two 320-pixel images. With both
+    kernel fills with zeros: 19 000-72 000 per inference forward of two 320-pixel images. With both
     thresholds at 256 MB (the mmap one at 32 MB on glibc before 2.35, which refuses more) the heap reuses
     those blocks instead. Results are unchanged to the bit. The cost is memory: the process stays at its
     high-water mark of heap use, since freed blocks are kept for reuse rather than handed back (forked
