@@ -42,7 +42,6 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
-import torch
 
 import detr_core  # noqa: F401  (registers the meta-architectures and the shapes dataset)
 from detr_core.checkpointer import AtomicCheckpointer, RNGState, read_checkpoint, remove_partial_files
@@ -366,7 +365,7 @@ def main(args):
     yacs = isinstance(cfg, CfgNode)
     setup_project_loggers(cfg.OUTPUT_DIR if yacs else cfg.train.get("output_dir"))
     device = cfg.MODEL.DEVICE if yacs else cfg.train.device
-    if torch.device(device).type == "cpu" and keep_freed_cpu_memory():
+    if keep_freed_cpu_memory(device):
         logger.info("CPU run: malloc keeps freed memory for reuse instead of returning it to the system "
                     "(fewer page faults; DETR_KEEP_FREED_MEMORY=0 turns this off)")
     if yacs:

@@ -44,11 +44,16 @@ _OLD_GLIBC_MMAP_MAX = 32 << 20
 #: The environment variables with which a user sets glibc's thresholds themselves, and the opt-out here.
 _USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 OPT_OUT = "DETR_KEEP_FREED_MEMORY"
+#: Every environment variable that can make :func:`keep_freed_cpu_memory` leave the allocator alone.
+ALLOCATOR_ENV = (*_USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD", OPT_OUT)
 
 
-def keep_freed_cpu_memory() -> bool:
+def keep_freed_cpu_memory(device="cpu") -> bool:
     """Let glibc's malloc keep the memory that a CPU step frees, for the next step, instead of handing it
     back to the operating system. Returns whether the setting was made.
+
+    Args:
+        device: the run's device (a string or ``torch.device``); for any but the CPU this does nothing.
 
     By default glibc serves large blocks with fresh ``mmap`` pages: those above 128 kB, a bound that rises to
     the largest such block freed so far, at most 32 MB. It also hands back the free memory at the top of its
@@ -61,12 +66,14 @@ def keep_freed_cpu_memory() -> bool:
     high-water mark of heap use, since freed blocks are kept for reuse rather than handed back (forked
     data-loader workers, which inherit the setting, each keep their own).
 
-    The training script and the tools call this on CPU runs; importing a module never does. It is a no-op
-    (returning False) off glibc (macOS, Windows, musl), under another allocator preloaded with
+    The training script and the tools call this with their device; importing a module never does. It is a
+    no-op (returning False) off the CPU, off glibc (macOS, Windows, musl), under another allocator preloaded with
     ``LD_PRELOAD`` (jemalloc and tcmalloc pool memory their own way), and when the user has chosen:
     ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` entry of
     ``GLIBC_TUNABLES`` is set, or ``DETR_KEEP_FREED_MEMORY=0``.
     """
+    if torch.device(device).type != "cpu":
+        return False
     if (os.environ.get(OPT_OUT, "1") == "0" or any(k in os.environ for k in _USER_SETTINGS)
             or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
             or any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc"))):

@@ -425,7 +425,7 @@ def main(argv=None) -> int:
 
     device = torch.device(resolve_device(args.device))
     args.device = device.type
-    kept = device.type == "cpu" and not args.default_malloc and keep_freed_cpu_memory()
+    kept = not args.default_malloc and keep_freed_cpu_memory(device)
     args.matmul_gflop_per_s = matmul_gflops(device, torch.get_num_threads())
     machine = f"{machine_name()}, {torch.get_num_threads()} threads" + (
         f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "") + (

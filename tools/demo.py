@@ -159,8 +159,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     predictor = Predictor(args.config_file, weights, args.device, args.opts, allow_random_init=args.random_weights)
-    if predictor.device == "cpu":
-        keep_freed_cpu_memory()  # fewer page faults per image (detr_core.runtime)
+    keep_freed_cpu_memory(predictor.device)  # on the CPU: fewer page faults per image (detr_core.runtime)
     if files is None:
         written = run_video(predictor, 0 if args.webcam else args.video_input, args.output, args.confidence_threshold)
         print(f"wrote {written}" if written else "done")

@@ -53,8 +53,8 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"config file not found: {args.config_file}")
     cfg = LazyConfig.load(args.config_file)
     device = torch.device(resolve_device(args.device))
-    if device.type == "cpu" and not args.default_malloc:
-        keep_freed_cpu_memory()
+    if not args.default_malloc:
+        keep_freed_cpu_memory(device)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device).train()
     cfg.optimizer.params.model = model

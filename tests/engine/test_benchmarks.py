@@ -11,6 +11,8 @@ import pytest
 
 from PIL import Image
 
+from detr_core.runtime import ALLOCATOR_ENV
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
     "model.transformer.num_encoder_layers=1", "model.transformer.num_decoder_layers=1", "model.num_queries=5",
@@ -23,8 +25,7 @@ def test_speed_benchmark_writes_json_and_markdown(tmp_path):
     cmd = [sys.executable, "tools/benchmark_speed.py", "--configs", "configs/detr/detr_shapes.py",
            "configs/dab_detr/dab_detr_shapes.py", "--size", "64", "--batch", "2", "--iters", "1", "--warmup", "0",
            "--device", "cpu", "--output", str(out)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD",
-                                                                    "DETR_KEEP_FREED_MEMORY"))}
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     subprocess.run(cmd, check=True, cwd=ROOT, env=dict(env, OMP_NUM_THREADS="1"), capture_output=True)
     result = json.loads(out.read_text())
     rows = result["rows"]

@@ -32,8 +32,7 @@ FAULTS = textwrap.dedent("""
 
 
 def _run(mode):
-    unset = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD", runtime.OPT_OUT)
-    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env = {k: v for k, v in os.environ.items() if k not in runtime.ALLOCATOR_ENV}
     out = subprocess.run([sys.executable, "-c", FAULTS, mode], env=env, capture_output=True, text=True, check=True,
                          timeout=300).stdout.split()
     return out[0], int(out[1])
@@ -59,8 +58,16 @@ def test_user_settings_and_opt_out_are_left_alone(monkeypatch, env):
     assert runtime.keep_freed_cpu_memory() is False
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "meta"])
+def test_no_op_off_the_cpu(monkeypatch, device):
+    for key in runtime.ALLOCATOR_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda *a: pytest.fail("mallopt must not be called"))
+    assert runtime.keep_freed_cpu_memory(device) is False
+
+
 def test_no_op_off_glibc(monkeypatch):
-    for key in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD", runtime.OPT_OUT):
+    for key in runtime.ALLOCATOR_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("", ""))
     monkeypatch.setattr(runtime.ctypes, "CDLL", lambda *a: pytest.fail("mallopt must not be called"))
@@ -79,10 +86,10 @@ def test_older_glibc_gets_its_largest_mmap_threshold(monkeypatch):
     class Libc:
         mallopt = Mallopt()
 
-    for key in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD", runtime.OPT_OUT):
+    for key in runtime.ALLOCATOR_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
     monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("glibc", "2.31"))
     monkeypatch.setattr(runtime.ctypes, "CDLL", lambda *a: Libc())
-    assert runtime.keep_freed_cpu_memory() is True
+    assert runtime.keep_freed_cpu_memory("cpu:0") is True
     assert calls == [(-3, 256 << 20), (-3, 32 << 20), (-1, 256 << 20)]

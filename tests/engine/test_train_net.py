@@ -185,7 +185,7 @@ def test_eval_only_compiles_the_model_when_the_config_asks(tiny_data, tmp_path, 
 
 def test_cpu_runs_keep_freed_memory_and_say_so_in_the_log(tiny_data, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(train_net, "keep_freed_cpu_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(train_net, "keep_freed_cpu_memory", lambda device: calls.append(f"kept on {device}") or True)
     monkeypatch.setattr(train_net, "do_train", lambda args, cfg: calls.append(cfg.train.device))
     monkeypatch.setattr(train_net, "main_yacs", lambda args, cfg: calls.append(cfg.MODEL.DEVICE))
     run(*TINY_MODEL, f"train.output_dir={tmp_path / 'lazy'}", "train.device=cpu")
@@ -193,6 +193,6 @@ def test_cpu_runs_keep_freed_memory_and_say_so_in_the_log(tiny_data, tmp_path, m
     yaml.write_text(f'_BASE_: "{os.path.abspath("configs/cond_detr/cond_detr_r50_50ep.yaml")}"\n')
     train_net.main(train_net.argument_parser().parse_args(
         ["--config-file", str(yaml), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "yacs")]))
-    assert calls == ["kept", "cpu", "kept", "cpu"]  # before anything is built, on both config paths
+    assert calls == ["kept on cpu", "cpu", "kept on cpu", "cpu"]  # before anything is built, on both config paths
     for run_dir in ("lazy", "yacs"):
         assert "malloc keeps freed memory" in (tmp_path / run_dir / "log.txt").read_text()
