@@ -19,6 +19,8 @@ def add_sam_detr_config(cfg: CN) -> None:
       models, off in the 50-epoch ones (needed to load their checkpoints).
     * ``ROI_SIZE``, ``POINT_CHANNELS``, ``POINT_HIDDEN_DIMS``: Semantics Aligner sizes (7, 64 = d/4,
       (256, 512, 512)); scale them with ``HIDDEN_DIM`` for small models.
+    * ``DENSE_SAMPLING``: the Semantics Aligner's RoIAlign and point sampling as matrix products (opt-in
+      speed-up, other rounding; see :mod:`sam_detr.dense_sampling`).
     """
     add_detr_family_defaults(cfg)
     node = detr_family_node(NUM_OBJECT_QUERIES=300, COST_CLASS=2.0, CLASS_WEIGHT=2.0, TEST_TOPK=100, PE_OFFSET=-0.5)
@@ -28,4 +30,5 @@ def add_sam_detr_config(cfg: CN) -> None:
     node.ROI_SIZE = 7
     node.POINT_CHANNELS = 64
     node.POINT_HIDDEN_DIMS = [256, 512, 512]
+    node.DENSE_SAMPLING = False
     cfg.MODEL.SAM_DETR = node

@@ -77,18 +77,20 @@ class SAMDecoderLayer(PostNormDecoderLayer):
     also the number of salient points ``M``):
         smca: SAM-DETR w/ SMCA — add a log-Gaussian prior centred on each head's salient point.
         smca_beta: β of the prior (8 upstream).
-        roi_size, point_channels, point_hidden_dims: see :class:`SemanticsAligner`.
+        roi_size, point_channels, point_hidden_dims, dense_sampling: see :class:`SemanticsAligner`.
     """
 
     def build_attention(self, d_model: int, nhead: int, dropout: float, smca: bool = False, smca_beta: float = 8.0,
-                        roi_size: int = 7, point_channels: int = 64, point_hidden_dims: Sequence[int] = (256, 512, 512)):
+                        roi_size: int = 7, point_channels: int = 64, point_hidden_dims: Sequence[int] = (256, 512, 512),
+                        dense_sampling: bool = False):
         self.smca = smca
         self.smca_beta = smca_beta
         # Self-attention over queries (Conditional DETR style: separate content/position projections).
         self.self_attn = ConditionalSelfAttention(d_model, nhead, dropout=dropout)
         # Semantics Aligner: queries resampled from the memory at salient points.
         self.semantics_aligner = SemanticsAligner(
-            d_model, nhead, roi_size, point_channels, point_hidden_dims, predict_scales=smca
+            d_model, nhead, roi_size, point_channels, point_hidden_dims, predict_scales=smca,
+            dense_sampling=dense_sampling,
         )
         # Cross-attention: q/k of width d per head (scale d^-0.5), values of d / M per head.
         for name in ("qcontent", "kcontent", "v"):  # the official order
@@ -205,16 +207,18 @@ class SAMDETRTransformer(DETRFamilyTransformer):
     """DETR post-norm encoder + SAM-DETR decoder, Xavier-initialised like upstream's ``Transformer``.
 
     Decoder options: ``smca``, ``smca_beta`` (SAM-DETR w/ SMCA and its β), ``roi_size``, ``point_channels``,
-    ``point_hidden_dims`` (the Semantics Aligner's sizes: 7, 64, (256, 512, 512)); ``nhead`` is the number of
-    salient points. The Xavier pass runs after every submodule's own init (so ``point2[-1].weight`` ends up
-    Xavier, its bias 0); biases keep their init (attention out_proj / encoder in_proj biases are 0).
+    ``point_hidden_dims`` (the Semantics Aligner's sizes: 7, 64, (256, 512, 512)), ``dense_sampling`` (its
+    opt-in sampling by matrix products); ``nhead`` is the number of salient points. The Xavier pass runs after
+    every submodule's own init (so ``point2[-1].weight`` ends up Xavier, its bias 0); biases keep their init
+    (attention out_proj / encoder in_proj biases are 0).
     """
 
     def build_decoder(self, layer: tuple, num_layers: int, smca: bool = False, smca_beta: float = 8.0,
                       roi_size: int = 7, point_channels: int = 64,
-                      point_hidden_dims: Sequence[int] = (256, 512, 512)) -> SAMDecoder:
+                      point_hidden_dims: Sequence[int] = (256, 512, 512), dense_sampling: bool = False) -> SAMDecoder:
         self.smca = smca
-        aligner = dict(roi_size=roi_size, point_channels=point_channels, point_hidden_dims=tuple(point_hidden_dims))
+        aligner = dict(roi_size=roi_size, point_channels=point_channels, point_hidden_dims=tuple(point_hidden_dims),
+                       dense_sampling=dense_sampling)
         return SAMDecoder(SAMDecoderLayer(*layer, smca=smca, smca_beta=smca_beta, **aligner), num_layers)
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, query_embed: torch.Tensor,

@@ -32,6 +32,7 @@ from torchvision.ops import box_convert
 
 from detr_core.position_encoding import sine_embedding
 
+from .dense_sampling import bilinear_sampling_matrix, roi_align_matrix
 from .threaded_ops import grid_sample_slices, roi_align_slices
 
 __all__ = ["SemanticsAligner", "valid_ratios"]
@@ -64,16 +65,20 @@ class SemanticsAligner(nn.Module):
         predict_scales: also predict 2 Gaussian scales per point (SAM-DETR w/ SMCA): ``point2`` outputs
             ``4M`` values instead of ``2M``.
         temperature: of the sine encoding of the salient points.
+        dense_sampling: compute RoIAlign, ``point1`` and the point sampling as matrix products
+            (:mod:`.dense_sampling`): the same functions summed in another order, much faster on the CPU.
+            Off by default (torchvision's and PyTorch's kernels, the official code's numbers bit for bit).
     """
 
     def __init__(self, d_model: int = 256, num_points: int = 8, roi_size: int = 7, point_channels: int = 64,
                  point_hidden_dims: Sequence[int] = (256, 512, 512), predict_scales: bool = False,
-                 temperature: float = 10000.0):
+                 temperature: float = 10000.0, dense_sampling: bool = False):
         super().__init__()
         if d_model % 2:
             raise ValueError(f"d_model must be even for the sine encoding, got {d_model}")
         self.d_model, self.num_points, self.roi_size = d_model, num_points, roi_size
         self.predict_scales, self.temperature = predict_scales, temperature
+        self.dense_sampling = dense_sampling
         self.point1 = nn.Sequential(nn.Conv2d(d_model, point_channels, kernel_size=1), nn.ReLU())
         dims = [point_channels * roi_size * roi_size, *point_hidden_dims]
         layers = []
@@ -103,17 +108,56 @@ class SemanticsAligner(nn.Module):
     def roi_feature_slices(self, memory_2d: torch.Tensor, boxes: torch.Tensor,
                            valid_ratio: torch.Tensor) -> List[torch.Tensor]:
         """:meth:`roi_features` as consecutive row slices, one per CPU thread (see :mod:`.threaded_ops`)."""
-        bsz, num_queries = boxes.shape[:2]
-        height, width = memory_2d.shape[-2:]
+        return self._roi_slices(memory_2d, self._boxes_in_cells(boxes, valid_ratio, memory_2d.shape[-2:]))
+
+    @staticmethod
+    def _boxes_in_cells(boxes: torch.Tensor, valid_ratio: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """(B, N, 4) x1, y1, x2, y2 in feature cells of the padded map, detached (RoIAlign gives boxes no
+        gradient)."""
+        height, width = shape
         # Same float32 order as upstream: (xyxy · (W, H, W, H)) · valid_ratio, in feature cells. (Python
         # scalars, not a tensor built from a list: that would be a blocking host-to-device copy on CUDA.)
         x1, y1, x2, y2 = box_convert(boxes.detach(), "cxcywh", "xyxy").unbind(-1)
-        xyxy = torch.stack((x1 * width, y1 * height, x2 * width, y2 * height), dim=-1) * valid_ratio[:, None, :]
-        # torchvision's RoIAlign has no gradient w.r.t. boxes: detaching only makes that explicit.
-        batch_index = torch.arange(bsz, device=boxes.device, dtype=xyxy.dtype).repeat_interleave(num_queries)
+        return torch.stack((x1 * width, y1 * height, x2 * width, y2 * height), dim=-1) * valid_ratio[:, None, :]
+
+    def _roi_slices(self, memory_2d: torch.Tensor, xyxy: torch.Tensor) -> List[torch.Tensor]:
+        bsz, num_queries = xyxy.shape[:2]
+        batch_index = torch.arange(bsz, device=xyxy.device, dtype=xyxy.dtype).repeat_interleave(num_queries)
         rois = torch.cat((batch_index[:, None], xyxy.reshape(-1, 4)), dim=1)
         # sampling_ratio=-1: adaptive ceil(box / bin) samples per bin, torchvision's (and the paper's) default.
         return roi_align_slices(memory_2d, rois.to(memory_2d.dtype), num_queries, self.roi_size, sampling_ratio=-1)
+
+    def _sample_sliced(self, memory_2d: torch.Tensor, xyxy: torch.Tensor):
+        """torchvision's RoIAlign and ``grid_sample``, a slice of rows per CPU thread. Returns the point head's
+        output (B·N, 2M or 4M), the offsets δ (B·N, M, 2) and the samples (B·N, M, d)."""
+        m = self.num_points
+        # F_R (B·N, d, S, S) in row slices; point1 is row-wise, so it runs slice by slice.
+        roi = self._roi_slices(memory_2d, xyxy)
+        head = self.point2(torch.cat([self.point1(r) for r in roi]).flatten(1))
+        offsets = head[:, : 2 * m].tanh().view(-1, m, 2)  # head j: (x, y) = out[2j], out[2j+1]
+        # Bilinear samples of F_R at the points; δ = ±1 is the outer edge of the S×S grid = the box edge.
+        # F.grid_sample, bilinear, zeros, align_corners=False: (B·N, d, 1, M), every head the full d-dim feature.
+        sampled = grid_sample_slices(roi, offsets[:, None].to(roi[0].dtype))
+        return head, offsets, sampled.squeeze(2).transpose(1, 2)
+
+    def _sample_dense(self, memory_2d: torch.Tensor, xyxy: torch.Tensor):
+        """:meth:`_sample_sliced` as matrix products (see :mod:`.dense_sampling`): the same functions, other
+        rounding, and the d-channel RoI features never formed."""
+        m, size = self.num_points, self.roi_size
+        bsz, d_model, height, width = memory_2d.shape
+        with torch.no_grad():
+            roi_matrix = roi_align_matrix(xyxy, size, height, width).to(memory_2d.dtype)  # (B, N·S², H·W)
+        features = memory_2d.flatten(2).transpose(1, 2)  # (B, H·W, d)
+        conv, relu = self.point1
+        # point1(RoIAlign(F)) = RoIAlign(F W₁ᵀ) + b₁: the 1×1 convolution commutes with the averaging.
+        reduced = torch.bmm(roi_matrix, features @ conv.weight.flatten(1).t()) + conv.bias  # (B, N·S², C₁)
+        reduced = relu(reduced).view(-1, size * size, conv.out_channels)
+        head = self.point2(reduced.transpose(1, 2).flatten(1))  # flattened in point1's (C₁, S, S) order
+        offsets = head[:, : 2 * m].tanh().view(-1, m, 2)
+        # grid_sample(RoIAlign(F), δ) = (P A) F, with P the points' bilinear weights over the S² bins.
+        point_matrix = torch.bmm(bilinear_sampling_matrix(offsets, size), roi_matrix.view(-1, size * size, height * width))
+        sampled = torch.bmm(point_matrix.view(bsz, -1, height * width), features)  # (B, N·M, d)
+        return head, offsets, sampled.view(-1, m, d_model)
 
     def forward(
         self,
@@ -137,17 +181,14 @@ class SemanticsAligner(nn.Module):
         """
         bsz, num_queries, d_model = tgt.shape
         m = self.num_points
-        # F_R (B·N, d, S, S) in row slices; point1 is row-wise, so it runs slice by slice.
-        roi = self.roi_feature_slices(memory_2d, boxes, valid_ratio)
-        out = self.point2(torch.cat([self.point1(r) for r in roi]).flatten(1))  # (B·N, 2M) or (B·N, 4M)
-        offsets = out[:, : 2 * m].tanh().view(bsz * num_queries, 1, m, 2)  # head j: (x, y) = out[2j], out[2j+1]
-        scales = out[:, 2 * m :].view(bsz, num_queries, m, 2) if self.predict_scales else None
-
-        # Bilinear samples of F_R at the points; δ = ±1 is the outer edge of the S×S grid = the box edge.
-        sampled = grid_sample_slices(roi, offsets.to(roi[0].dtype))  # F.grid_sample, bilinear, zeros, align_corners=False
-        # (B·N, d, 1, M) → (B, N, M, d): every head gets the full d-dim feature of its point ((C, M) order).
-        query = sampled.view(bsz, num_queries, d_model, m).transpose(2, 3)
-        query = query * self.attn1(tgt).view(bsz, num_queries, m, d_model).sigmoid()
+        xyxy = self._boxes_in_cells(boxes, valid_ratio, memory_2d.shape[-2:])
+        # Exported and traced (FLOP-counting) programs keep torchvision's RoIAlign and grid_sample.
+        if self.dense_sampling and not (torch.compiler.is_exporting() or torch.jit.is_tracing()):
+            head, offsets, sampled = self._sample_dense(memory_2d, xyxy)
+        else:
+            head, offsets, sampled = self._sample_sliced(memory_2d, xyxy)
+        scales = head[:, 2 * m :].view(bsz, num_queries, m, 2) if self.predict_scales else None
+        query = sampled.view(bsz, num_queries, m, d_model) * self.attn1(tgt).view(bsz, num_queries, m, d_model).sigmoid()
 
         offsets = offsets.view(bsz, num_queries, m, 2)
         # p = c + (½ (w, h)) ⊙ δ, in the unpadded image's normalised coordinates.

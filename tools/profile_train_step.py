@@ -5,6 +5,7 @@
     python tools/profile_train_step.py --config-file configs/smca_detr/smca_detr_r50_50ep.py \\
         --size 320 --batch 2 --steps 3 --trace output/profile/smca.json
     python tools/profile_train_step.py --config-file configs/sam_detr/sam_detr_r50_50ep.py --inference
+    python tools/profile_train_step.py --config-file configs/sam_detr/sam_detr_r50_50ep.py model.transformer.dense_sampling=True
 
 Same step as tools/benchmark_speed.py (synthetic batch of a full-size and a padded smaller image, forward +
 loss + backward + gradient clipping + AdamW, random init): prints the median step time of ``--steps`` timed
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--inference", action="store_true", help="profile inference forwards instead of train steps")
     parser.add_argument("--default-malloc", action="store_true", help="on the CPU, leave glibc's malloc at its "
                         "defaults instead of keeping freed memory as train_net.py does")
+    parser.add_argument("opts", nargs="*", help="LazyConfig overrides, key=value (e.g. model.transformer.dropout=0.0)")
     args = parser.parse_args(argv)
 
     import torch
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     import_variants()
     if not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"config file not found: {args.config_file}")
-    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     device = torch.device(resolve_device(args.device))
     if not args.default_malloc:
         keep_freed_cpu_memory(device)
