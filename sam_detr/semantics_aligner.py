@@ -67,7 +67,7 @@ class SemanticsAligner(nn.Module):
         temperature: of the sine encoding of the salient points.
         dense_sampling: compute RoIAlign, ``point1`` and the point sampling as matrix products
             (:mod:`.dense_sampling`): the same functions summed in another order, much faster on the CPU.
-            Off by default (torchvision's and PyTorch's kernels, the official code's numbers bit for bit).
+            Off by default: torchvision's and PyTorch's kernels, as the official code.
     """
 
     def __init__(self, d_model: int = 256, num_points: int = 8, roi_size: int = 7, point_channels: int = 64,

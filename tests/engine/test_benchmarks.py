@@ -193,6 +193,18 @@ def test_profile_tool_profiles_inference_without_gradients(capsys):
     assert "backward" not in out.lower()  # no autograd work was profiled
 
 
+def test_profile_tool_applies_config_overrides(capsys):
+    """With ``model.transformer.dense_sampling=True`` SAM-DETR's RoIAlign is matrix products: no RoIAlign
+    operator in the profile."""
+    from tools import profile_train_step
+
+    profile_train_step.main(["--config-file", "configs/sam_detr/sam_detr_shapes.py", "--size", "64", "--steps", "1",
+                             "--warmup", "0", "--device", "cpu", "--rows", "500", "--inference",
+                             "model.transformer.dense_sampling=True"])
+    out = capsys.readouterr().out
+    assert "median inference forward" in out and "aten::bmm" in out and "roi_align" not in out
+
+
 def test_race_report_leaves_out_unfinished_runs(tmp_path, capsys):
     from tools import benchmark_convergence as race
 
