@@ -5,20 +5,25 @@ An RoIAlign output cell is a fixed weighted sum of feature-map cells. For a box,
 bins, and a bilinear weight is a row weight times a column weight. So the weights of a bin over the map are
 an outer product of two short vectors (the row and column weights summed over the bin's samples), and the
 RoIAlign of all ``N`` boxes of an image is one matrix ``A`` (``N·S² × H·W``, :func:`roi_align_matrix`)
-applied to the map ``F`` (``H·W × d``). The aligner's next two steps are linear too: the 1×1 convolution
-``point1`` acts on channels, so ``point1(A F) = A (F W₁ᵀ) + b₁``, a product of width 64 instead of 256
-followed by a convolution; and ``grid_sample`` at the salient points is a matrix ``P`` over the ``S²`` bins
-(:func:`bilinear_sampling_matrix`), so the sampled queries are ``(P A) F``. The 256-channel RoI features
-are then never formed. Forward and backward are a few GEMMs on every core, where torchvision's CPU RoIAlign
-runs on one core and its backward recomputes the sample weights of every bin once per channel (on an R50
-SAM-DETR at 320 px it took ten times its forward, 0.2 s per decoder layer).
+applied to the map ``F`` (``H·W × d``). The aligner's next two steps are linear too: the 1×1 convolution of
+``point1`` acts on channels, so ``conv₁(A F) = A (F W₁ᵀ) + b₁`` (its ReLU follows); and ``grid_sample`` at
+the salient points is a matrix ``P`` over the ``S²`` bins (:func:`bilinear_sampling_matrix`), so the sampled
+queries are ``(P A) F``. The d-channel RoI features are then never formed, and forward and backward are a
+few GEMMs, where torchvision's CPU RoIAlign backward recomputes the sample weights of every bin once per
+channel (on an R50 SAM-DETR at 320 px, 0.2 s per decoder layer on two threads, ten times its forward).
 
-Same functions, float32 sums in another order: outputs within ~1e-6 of torchvision's and ``grid_sample``'s
-(relative). The boxes get no gradient, as in torchvision; the points get ``grid_sample``'s. ``A`` holds
-``N·S²·H·W`` numbers per image: 1.5 M for 300 boxes on a 10 × 10 map, 15 M (62 MB) on a 25 × 42 one, four
-times more at stride 16 (DC5).
+Same functions, other summation order: outputs within ~1e-6 of torchvision's and ``grid_sample``'s
+(relative, float32; the products run in float32 or float64, outside autocast, like torchvision's RoIAlign).
+The boxes get no gradient, as in torchvision; the points get ``grid_sample``'s. :func:`dense_roi_align` is
+the RoIAlign alone, for reference and reuse.
+
+The cost grows with the map: ``A`` holds ``N·S²·H·W`` numbers per image and decoder layer, and training
+keeps it for the backward: 1.5 M for 300 boxes on a 10 × 10 map, 15 M (62 MB) on a 25 × 42 one, four times
+more at stride 16 (DC5), where the default kernels are the faster choice.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -26,33 +31,37 @@ from torch import Tensor
 __all__ = ["roi_align_matrix", "dense_roi_align", "bilinear_sampling_matrix"]
 
 
-def _axis_weights(start: Tensor, bin_size: Tensor, samples: Tensor, length: int, size: int) -> Tensor:
-    """(R, size, length): for each box and bin, the bilinear weights of the bin's samples along one axis
-    (rows or columns), summed over those samples; zero where a sample falls outside ``[-1, length]``."""
-    most = max(int(samples.max()), 1) if samples.numel() else 1
+def _one_hot_weights(low: Tensor, high: Tensor, low_weight: Tensor, high_weight: Tensor, length: int) -> Tensor:
+    """(..., length): ``low_weight`` at cell ``low`` plus ``high_weight`` at cell ``high``; indices outside
+    ``0 .. length - 1`` match no cell and add nothing. Comparisons, not a scatter, so it is deterministic
+    on every device and differentiable in the weights."""
+    cells = torch.arange(length, device=low.device, dtype=low.dtype)
+    return low_weight[..., None] * (cells == low[..., None]) + high_weight[..., None] * (cells == high[..., None])
+
+
+def _axis_weights(start: Tensor, bin_size: Tensor, samples: Tensor, length: int, size: int, most: int) -> Tensor:
+    """(R, size, length): for each box and bin, the bilinear weights of the bin's (at most ``most``)
+    samples along one axis (rows or columns), summed over those samples; zero where a sample falls outside
+    ``[-1, length]``."""
     bins = torch.arange(size, device=start.device, dtype=start.dtype)[None, :, None]
     steps = torch.arange(most, device=start.device, dtype=start.dtype)[None, None, :]
-    count = samples.to(start.dtype)[:, None, None]
+    count = samples[:, None, None]
     bin_size = bin_size[:, None, None]
     # The sample positions, summed in torchvision's order: start + p·bin + (i + ½)·bin / count. (A box without
     # samples divides by 1 instead of 0: it has no valid position either way.)
     pos = start[:, None, None] + bins * bin_size + (steps + 0.5) * bin_size / count.clamp(min=1)
     inside = ((steps < count) & (pos >= -1.0) & (pos <= length)).to(start.dtype)
-    pos = pos.clamp(min=0.0, max=length)  # beyond: weight 0, but the index must stay in range
+    pos = pos.clamp(min=0.0)
     low = pos.floor()
-    last = low >= length - 1  # at the far edge both neighbours are the last cell
+    last = low >= length - 1  # at the far edge both neighbours are the last cell, with no fraction
     low = torch.where(last, torch.full_like(low, length - 1), low)
     frac = torch.where(last, torch.zeros_like(pos), pos - low)
-    low_index = low.long()
-    high_index = torch.where(last, low_index, low_index + 1)
-    weights = start.new_zeros(start.shape[0], size, length)
-    weights.scatter_add_(2, low_index, (1.0 - frac) * inside)
-    weights.scatter_add_(2, high_index, frac * inside)
-    return weights
+    high = torch.where(last, low, low + 1)
+    return _one_hot_weights(low, high, (1.0 - frac) * inside, frac * inside, length).sum(2)
 
 
-@torch.compiler.disable  # the samples per bin are read back from the boxes: not traceable, and cheap
-def roi_align_matrix(boxes: Tensor, size: int, height: int, width: int, sampling_ratio: int = -1) -> Tensor:
+def roi_align_matrix(boxes: Tensor, size: int, height: int, width: int, sampling_ratio: int = -1,
+                     max_samples: Optional[int] = None) -> Tensor:
     """The matrix of torchvision's ``roi_align(..., aligned=True)`` for each image.
 
     Args:
@@ -60,18 +69,29 @@ def roi_align_matrix(boxes: Tensor, size: int, height: int, width: int, sampling
         size: ``S``, the output is ``S × S`` per box.
         height, width: of the feature map.
         sampling_ratio: samples per bin along each axis; ``<= 0`` takes ``ceil(box side / S)``, per box.
+        max_samples: a bound on those adaptive samples per bin and axis (``ceil(max(H, W) / S)`` for boxes
+            no larger than the map). Without it the bound is read from the boxes: a host-device
+            synchronisation on accelerators, and a graph break under ``torch.compile``.
     Returns:
-        (B, N·S², H·W) float32, row ``n·S² + p·S + q`` the weights of bin ``(p, q)`` of box ``n``.
+        (B, N·S², H·W) in the boxes' dtype promoted to at least float32, row ``n·S² + p·S + q`` the weights
+        of bin ``(p, q)`` of box ``n``.
     """
     bsz, num_boxes = boxes.shape[:2]
-    x1, y1, x2, y2 = (boxes.reshape(-1, 4).float() - 0.5).unbind(-1)  # aligned=True: pixel centres at +½
+    dtype = torch.promote_types(boxes.dtype, torch.float32)
+    x1, y1, x2, y2 = (boxes.reshape(-1, 4).to(dtype) - 0.5).unbind(-1)  # aligned=True: pixel centres at +½
     bin_w, bin_h = (x2 - x1) / size, (y2 - y1) / size
     if sampling_ratio > 0:
         samples_w = samples_h = torch.full_like(bin_w, sampling_ratio)
+        most = sampling_ratio
     else:
         samples_w, samples_h = bin_w.ceil().clamp(min=0), bin_h.ceil().clamp(min=0)
-    rows = _axis_weights(y1, bin_h, samples_h, height, size) / (samples_h * samples_w).clamp(min=1)[:, None, None]
-    cols = _axis_weights(x1, bin_w, samples_w, width, size)
+        if max_samples is not None:
+            most = max_samples
+        else:
+            most = int(torch.maximum(samples_w, samples_h).max()) if samples_w.numel() else 0
+    most = max(most, 1)
+    rows = _axis_weights(y1, bin_h, samples_h, height, size, most) / (samples_h * samples_w).clamp(min=1)[:, None, None]
+    cols = _axis_weights(x1, bin_w, samples_w, width, size, most)
     matrix = rows[:, :, None, :, None] * cols[:, None, :, None, :]  # (R, S, S, H, W)
     return matrix.reshape(bsz, num_boxes * size * size, height * width)
 
@@ -95,16 +115,6 @@ def dense_roi_align(features: Tensor, boxes: Tensor, size: int, sampling_ratio: 
     return out.view(-1, size, size, channels).permute(0, 3, 1, 2)
 
 
-def _hat_weights(coord: Tensor, size: int) -> Tensor:
-    """(..., size): the bilinear weights of position ``coord`` (in cells) over the cells ``0 .. size - 1``;
-    neighbours outside the grid get none (``grid_sample``'s zero padding). Differentiable in ``coord``."""
-    low = coord.detach().floor()
-    frac = coord - low
-    cells = torch.arange(size, device=coord.device, dtype=coord.dtype)
-    low, frac = low[..., None], frac[..., None]
-    return (1.0 - frac) * (cells == low) + frac * (cells == low + 1)
-
-
 def bilinear_sampling_matrix(points: Tensor, size: int) -> Tensor:
     """The matrix of ``F.grid_sample(x, points, "bilinear", "zeros", align_corners=False)`` on ``size × size``
     inputs: (R, M, size²), row ``m`` the weights of point ``m`` over the cells (row-major), differentiable in
@@ -114,5 +124,7 @@ def bilinear_sampling_matrix(points: Tensor, size: int) -> Tensor:
         points: (R, M, 2) sampling positions (x, y) in [-1, 1] (-1 and 1: the outer edges of the grid).
     """
     pixels = ((points + 1.0) * size - 1.0) / 2.0  # grid_sample's unnormalisation for align_corners=False
-    cols, rows = _hat_weights(pixels[..., 0], size), _hat_weights(pixels[..., 1], size)
+    low = pixels.detach().floor()
+    frac = pixels - low  # neighbours outside the grid match no cell: grid_sample's zero padding
+    cols, rows = _one_hot_weights(low, low + 1, 1.0 - frac, frac, size).unbind(-2)  # (R, M, size) each
     return (rows[..., :, None] * cols[..., None, :]).flatten(-2)

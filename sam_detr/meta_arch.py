@@ -58,8 +58,8 @@ class SAMDETR(DETRMetaArch):
 
     @classmethod
     def variant_from_config(cls, node):
-        aligner = dict(roi_size=node.ROI_SIZE, point_channels=node.POINT_CHANNELS, point_hidden_dims=node.POINT_HIDDEN_DIMS,
-                       dense_sampling=node.DENSE_SAMPLING)
+        aligner = dict(roi_size=node.ROI_SIZE, point_channels=node.POINT_CHANNELS,
+                       point_hidden_dims=node.POINT_HIDDEN_DIMS, dense_sampling=node.DENSE_SAMPLING)
         transformer = SAMDETRTransformer(**transformer_kwargs(node, smca=node.SMCA, smca_beta=node.SMCA_BETA, **aligner))
         return {"transformer": transformer, "in_feature": node.IN_FEATURE, "input_proj_norm": node.INPUT_PROJ_NORM}
 

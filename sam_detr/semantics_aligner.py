@@ -94,7 +94,7 @@ class SemanticsAligner(nn.Module):
         self.attn2 = nn.Linear(d_model, d_model * num_points)
 
     def roi_features(self, memory_2d: torch.Tensor, boxes: torch.Tensor, valid_ratio: torch.Tensor) -> torch.Tensor:
-        """RoIAlign of every query's reference box.
+        """RoIAlign of every query's reference box (torchvision's kernel, whatever ``dense_sampling`` says).
 
         Args:
             memory_2d: (B, d, H, W) encoder memory (padded cells included, as upstream).
@@ -103,12 +103,7 @@ class SemanticsAligner(nn.Module):
         Returns:
             (B·N, d, S, S) features, row ``b·N + n`` for query ``n`` of image ``b``.
         """
-        return torch.cat(self.roi_feature_slices(memory_2d, boxes, valid_ratio))
-
-    def roi_feature_slices(self, memory_2d: torch.Tensor, boxes: torch.Tensor,
-                           valid_ratio: torch.Tensor) -> List[torch.Tensor]:
-        """:meth:`roi_features` as consecutive row slices, one per CPU thread (see :mod:`.threaded_ops`)."""
-        return self._roi_slices(memory_2d, self._boxes_in_cells(boxes, valid_ratio, memory_2d.shape[-2:]))
+        return torch.cat(self._roi_slices(memory_2d, self._boxes_in_cells(boxes, valid_ratio, memory_2d.shape[-2:])))
 
     @staticmethod
     def _boxes_in_cells(boxes: torch.Tensor, valid_ratio: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -121,6 +116,8 @@ class SemanticsAligner(nn.Module):
         return torch.stack((x1 * width, y1 * height, x2 * width, y2 * height), dim=-1) * valid_ratio[:, None, :]
 
     def _roi_slices(self, memory_2d: torch.Tensor, xyxy: torch.Tensor) -> List[torch.Tensor]:
+        """F_R (B·N, d, S, S) of the boxes ``xyxy`` (in cells) as consecutive row slices, one per CPU thread
+        (see :mod:`.threaded_ops`)."""
         bsz, num_queries = xyxy.shape[:2]
         batch_index = torch.arange(bsz, device=xyxy.device, dtype=xyxy.dtype).repeat_interleave(num_queries)
         rois = torch.cat((batch_index[:, None], xyxy.reshape(-1, 4)), dim=1)
@@ -131,7 +128,7 @@ class SemanticsAligner(nn.Module):
         """torchvision's RoIAlign and ``grid_sample``, a slice of rows per CPU thread. Returns the point head's
         output (B·N, 2M or 4M), the offsets δ (B·N, M, 2) and the samples (B·N, M, d)."""
         m = self.num_points
-        # F_R (B·N, d, S, S) in row slices; point1 is row-wise, so it runs slice by slice.
+        # F_R in row slices; point1 is row-wise, so it runs slice by slice.
         roi = self._roi_slices(memory_2d, xyxy)
         head = self.point2(torch.cat([self.point1(r) for r in roi]).flatten(1))
         offsets = head[:, : 2 * m].tanh().view(-1, m, 2)  # head j: (x, y) = out[2j], out[2j+1]
@@ -142,21 +139,27 @@ class SemanticsAligner(nn.Module):
 
     def _sample_dense(self, memory_2d: torch.Tensor, xyxy: torch.Tensor):
         """:meth:`_sample_sliced` as matrix products (see :mod:`.dense_sampling`): the same functions, other
-        rounding, and the d-channel RoI features never formed."""
+        rounding, and the d-channel RoI features never formed. The products run in float32 (float64 for
+        float64 input) outside autocast, as torchvision's RoIAlign and ``grid_sample`` do under autocast."""
         m, size = self.num_points, self.roi_size
         bsz, d_model, height, width = memory_2d.shape
-        with torch.no_grad():
-            roi_matrix = roi_align_matrix(xyxy, size, height, width).to(memory_2d.dtype)  # (B, N·S², H·W)
-        features = memory_2d.flatten(2).transpose(1, 2)  # (B, H·W, d)
         conv, relu = self.point1
-        # point1(RoIAlign(F)) = RoIAlign(F W₁ᵀ) + b₁: the 1×1 convolution commutes with the averaging.
-        reduced = torch.bmm(roi_matrix, features @ conv.weight.flatten(1).t()) + conv.bias  # (B, N·S², C₁)
+        dtype = torch.promote_types(memory_2d.dtype, torch.float32)
+        with torch.autocast(memory_2d.device.type, enabled=False):
+            with torch.no_grad():  # boxes are no larger than the map: at most ceil(max(H, W) / S) samples per bin
+                roi_matrix = roi_align_matrix(xyxy, size, height, width, max_samples=-(-max(height, width) // size))
+            features = memory_2d.flatten(2).transpose(1, 2).to(dtype)  # (B, H·W, d)
+            # conv₁(RoIAlign(F)) = RoIAlign(F W₁ᵀ) + b₁: the 1×1 convolution commutes with the averaging.
+            reduced = features @ conv.weight.flatten(1).t().to(dtype)
+            reduced = torch.bmm(roi_matrix.to(dtype), reduced) + conv.bias.to(dtype)  # (B, N·S², C₁)
         reduced = relu(reduced).view(-1, size * size, conv.out_channels)
         head = self.point2(reduced.transpose(1, 2).flatten(1))  # flattened in point1's (C₁, S, S) order
         offsets = head[:, : 2 * m].tanh().view(-1, m, 2)
-        # grid_sample(RoIAlign(F), δ) = (P A) F, with P the points' bilinear weights over the S² bins.
-        point_matrix = torch.bmm(bilinear_sampling_matrix(offsets, size), roi_matrix.view(-1, size * size, height * width))
-        sampled = torch.bmm(point_matrix.view(bsz, -1, height * width), features)  # (B, N·M, d)
+        with torch.autocast(memory_2d.device.type, enabled=False):
+            # grid_sample(RoIAlign(F), δ) = (P A) F, with P the points' bilinear weights over the S² bins.
+            points = bilinear_sampling_matrix(offsets.to(dtype), size)
+            point_matrix = torch.bmm(points, roi_matrix.to(dtype).view(-1, size * size, height * width))
+            sampled = torch.bmm(point_matrix.view(bsz, -1, height * width), features)  # (B, N·M, d)
         return head, offsets, sampled.view(-1, m, d_model)
 
     def forward(
@@ -188,7 +191,8 @@ class SemanticsAligner(nn.Module):
         else:
             head, offsets, sampled = self._sample_sliced(memory_2d, xyxy)
         scales = head[:, 2 * m :].view(bsz, num_queries, m, 2) if self.predict_scales else None
-        query = sampled.view(bsz, num_queries, m, d_model) * self.attn1(tgt).view(bsz, num_queries, m, d_model).sigmoid()
+        query = sampled.view(bsz, num_queries, m, d_model)
+        query = query * self.attn1(tgt).view(bsz, num_queries, m, d_model).sigmoid()
 
         offsets = offsets.view(bsz, num_queries, m, 2)
         # p = c + (½ (w, h)) ⊙ δ, in the unpadded image's normalised coordinates.

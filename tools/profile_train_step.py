@@ -5,7 +5,8 @@
     python tools/profile_train_step.py --config-file configs/smca_detr/smca_detr_r50_50ep.py \\
         --size 320 --batch 2 --steps 3 --trace output/profile/smca.json
     python tools/profile_train_step.py --config-file configs/sam_detr/sam_detr_r50_50ep.py --inference
-    python tools/profile_train_step.py --config-file configs/sam_detr/sam_detr_r50_50ep.py model.transformer.dense_sampling=True
+    python tools/profile_train_step.py --config-file configs/sam_detr/sam_detr_r50_50ep.py \\
+        model.transformer.dense_sampling=True
 
 Same step as tools/benchmark_speed.py (synthetic batch of a full-size and a padded smaller image, forward +
 loss + backward + gradient clipping + AdamW, random init): prints the median step time of ``--steps`` timed

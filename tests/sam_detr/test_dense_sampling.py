@@ -137,3 +137,28 @@ def test_the_switch_reaches_the_aligner_from_lazyconfig_and_yacs():
                           "MODEL.SAM_DETR.DENSE_SAMPLING", "True"])
     model = build_model(ycfg)
     assert all(layer.semantics_aligner.dense_sampling for layer in model.transformer.decoder.layers)
+
+
+def test_float64_boxes_give_a_float64_matrix_and_a_bound_changes_nothing():
+    boxes = awkward_boxes(2, 5, 9, seed=1).double()
+    features = torch.randn(2, 3, 5, 9, dtype=torch.float64)
+    out = dense_roi_align(features, boxes, 7)
+    expected = torchvision.ops.roi_align(features, torchvision_rois(boxes), (7, 7), 1.0, -1, aligned=True)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    inside = awkward_boxes(2, 5, 9, seed=1)[:, :6].clamp(0, 5)  # no larger than the map: ceil(9 / 7) = 2 samples
+    assert torch.equal(roi_align_matrix(inside, 7, 5, 9, max_samples=2), roi_align_matrix(inside, 7, 5, 9))
+
+
+def test_dense_sampling_under_cpu_autocast_keeps_float32_samples():
+    """As torchvision's RoIAlign and grid_sample under autocast, the products run in float32: the queries
+    stay float32 and match the default path's."""
+    memory_2d, mask, boxes, tgt = make_inputs(seed=5)
+    outs = []
+    for dense in (False, True):
+        torch.manual_seed(0)
+        aligner = SemanticsAligner(D, M, roi_size=7, point_channels=4, point_hidden_dims=(8, 8, 8), dense_sampling=dense)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(aligner.eval()(tgt, memory_2d, boxes, valid_ratios(mask)))
+    assert outs[1]["query"].dtype == outs[0]["query"].dtype == torch.float32
+    torch.testing.assert_close(outs[1]["query"], outs[0]["query"], rtol=0, atol=1e-5)
