@@ -60,6 +60,7 @@ def _axis_weights(start: Tensor, bin_size: Tensor, samples: Tensor, length: int,
     return _one_hot_weights(low, high, (1.0 - frac) * inside, frac * inside, length).sum(2)
 
 
+@torch.compiler.disable  # built eagerly: cheap to run, but tracing it tripled SAM-DETR's compilation time
 def roi_align_matrix(boxes: Tensor, size: int, height: int, width: int, sampling_ratio: int = -1,
                      max_samples: Optional[int] = None) -> Tensor:
     """The matrix of torchvision's ``roi_align(..., aligned=True)`` for each image.
@@ -71,7 +72,7 @@ def roi_align_matrix(boxes: Tensor, size: int, height: int, width: int, sampling
         sampling_ratio: samples per bin along each axis; ``<= 0`` takes ``ceil(box side / S)``, per box.
         max_samples: a bound on those adaptive samples per bin and axis (``ceil(max(H, W) / S)`` for boxes
             no larger than the map). Without it the bound is read from the boxes: a host-device
-            synchronisation on accelerators, and a graph break under ``torch.compile``.
+            synchronisation on accelerators.
     Returns:
         (B, N·S², H·W) in the boxes' dtype promoted to at least float32, row ``n·S² + p·S + q`` the weights
         of bin ``(p, q)`` of box ``n``.
