@@ -66,8 +66,9 @@ class SemanticsAligner(nn.Module):
             ``4M`` values instead of ``2M``.
         temperature: of the sine encoding of the salient points.
         dense_sampling: compute RoIAlign, ``point1`` and the point sampling as matrix products
-            (:mod:`.dense_sampling`): the same functions summed in another order, much faster on the CPU.
-            Off by default: torchvision's and PyTorch's kernels, as the official code.
+            (:mod:`.dense_sampling`): the same functions summed in another order, much faster on the CPU at
+            stride 32 (slower, and bigger, on DC5's stride-16 maps). Off by default: torchvision's and
+            PyTorch's kernels, as the official code.
     """
 
     def __init__(self, d_model: int = 256, num_points: int = 8, roi_size: int = 7, point_channels: int = 64,
@@ -94,7 +95,7 @@ class SemanticsAligner(nn.Module):
         self.attn2 = nn.Linear(d_model, d_model * num_points)
 
     def roi_features(self, memory_2d: torch.Tensor, boxes: torch.Tensor, valid_ratio: torch.Tensor) -> torch.Tensor:
-        """RoIAlign of every query's reference box (torchvision's kernel, whatever ``dense_sampling`` says).
+        """RoIAlign of every query's reference box (torchvision's kernel, also with ``dense_sampling``).
 
         Args:
             memory_2d: (B, d, H, W) encoder memory (padded cells included, as upstream).
