@@ -32,13 +32,18 @@ def add_grad_clipping(optimizer: torch.optim.Optimizer, max_norm: float, norm_ty
     """Clip the global gradient norm of all optimised parameters before every ``optimizer.step()``.
 
     Implemented as an optimizer step pre-hook, so it works unchanged with detectron2's SimpleTrainer and
-    AMPTrainer (whose GradScaler unscales the gradients before calling ``step``). Returns the hook handle.
+    AMPTrainer. The norm is that of the true (unscaled) gradients under AMP too: a GradScaler unscales the
+    gradients before ``step`` for most optimizers, but hands a fused one (the configs' ``fused=True`` AdamW)
+    the still-scaled gradients with their scale in ``optimizer.grad_scale``, to be unscaled inside its
+    kernel; the threshold is then scaled by the same factor. Returns the hook handle.
     """
     if max_norm <= 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
 
     def clip(opt, args, kwargs):
         params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+        scale = getattr(opt, "grad_scale", None)  # set by GradScaler.step only while a fused step runs
+        threshold = max_norm if scale is None else max_norm * scale
+        torch.nn.utils.clip_grad_norm_(params, threshold, norm_type=norm_type)
 
     return optimizer.register_step_pre_hook(clip)

@@ -1,0 +1,64 @@
+"""Gradient clipping as the recipes use it: the global norm of the true gradients, also under AMP."""
+import copy
+
+import pytest
+import torch
+
+from detr_core.solver import add_grad_clipping
+
+MAX_NORM = 0.01
+
+
+def _model_and_batch():
+    torch.manual_seed(0)
+    return torch.nn.Linear(8, 4), torch.randn(16, 8)
+
+
+def _loss(model, x):
+    return model(x).square().sum()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_clipping_under_a_grad_scaler_clips_the_unscaled_gradients(fused):
+    """GradScaler unscales before a plain step but hands a fused optimizer the scaled gradients: with SGD at
+    lr 1 the update is minus the clipped true gradient either way."""
+    model, x = _model_and_batch()
+    true_grads = torch.autograd.grad(_loss(model, x), list(model.parameters()))
+    norm = torch.nn.utils.get_total_norm(true_grads)
+    assert norm > 100 * MAX_NORM  # so that clipping acts
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, fused=fused)
+    add_grad_clipping(optimizer, MAX_NORM)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler.scale(_loss(model, x)).backward()
+    scaler.step(optimizer)
+    for p, p0, g in zip(model.parameters(), before, true_grads):
+        torch.testing.assert_close(p0 - p.detach(), g * MAX_NORM / norm, rtol=1e-4, atol=1e-9)
+
+
+def test_fused_adamw_under_a_grad_scaler_steps_as_without_it():
+    """The configs' optimizer: AdamW (fused) with clipping, through a GradScaler, takes the steps it takes
+    unscaled (with the scaled gradients clipped to 0.01, they would be ~1e-8 per element after unscaling,
+    Adam's eps, and the steps visibly shorter)."""
+    model, x = _model_and_batch()
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    ref_optimizer = torch.optim.AdamW(reference.parameters(), lr=0.1, fused=True)
+    for opt in (optimizer, ref_optimizer):
+        add_grad_clipping(opt, MAX_NORM)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for _ in range(3):
+        optimizer.zero_grad()
+        scaler.scale(_loss(model, x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        ref_optimizer.zero_grad()
+        _loss(reference, x).backward()
+        ref_optimizer.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_refuses_a_non_positive_norm():
+    with pytest.raises(ValueError, match="max_norm must be positive"):
+        add_grad_clipping(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 0.0)
