@@ -10,9 +10,10 @@
 Per config: median train-step time (forward + loss + backward + gradient clipping + AdamW step) and
 inference time per image, after warm-up; parameter count; inference GFLOPs of one image (detectron2's
 FlopCountAnalysis, with a handle for fused attention) and the arithmetic rate of inference against this
-machine's float32 matmul rate (a 2048^3 matmul on the same threads); on CUDA also peak memory and training
-images/s, and AMP timings when ``--amp``. The batch holds a full-size image and a smaller one padded to it.
-Models use random initialisation (speed does not depend on the weights). Times are absolute, so the table
+machine's float32 matmul rate (a 2048^3 matmul on the same threads); on CUDA also the peak memory of a
+training step (allocated tensors, as if the model were alone on the GPU) and training images/s, for the
+official model too in a side-by-side run; AMP (bf16 autocast) timings when ``--amp``. The batch holds a
+full-size image and smaller ones padded to it. Models use random initialisation (speed does not depend on the weights). Times are absolute, so the table
 names the machine; compare them only with times taken on the same machine.
 
 ``--official-root`` points at a checkout of the official repository of the configs' model
@@ -263,16 +264,15 @@ def benchmark_config(path: str, args) -> dict:
         except Exception as e:  # tracing limits must not hide the timings
             logging.warning("FLOP count failed for %s: %s", path, e)
 
+    def ours_resident():
+        return resident_bytes((model,), optimizer, device)
+
     if args.official_root:
-        row.update(side_by_side(model, train_step, infer, inputs, device, args))
+        row.update(side_by_side(model, train_step, infer, inputs, device, args, ours_resident))
     else:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         model.train()
         row["train_step_s"] = median_time(train_step, args.iters, args.warmup, device)
-        if device.type == "cuda":
-            row["train_peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
-            row["train_images_per_s"] = args.batch / row["train_step_s"]
+        row.update(train_memory("train_peak_mem_GiB", train_step, ours_resident, device))
         model.eval()
         row.update(compile_ours(model, infer, args))
         row["infer_batch_s"] = median_time(infer, args.iters, args.warmup, device)
@@ -280,13 +280,56 @@ def benchmark_config(path: str, args) -> dict:
     if args.amp and not args.official_root:
         model.train()
         row["train_step_amp_s"] = median_time(lambda: train_step(True), args.iters, args.warmup, device)
+        row.update(train_memory("train_amp_peak_mem_GiB", lambda: train_step(True), ours_resident, device))
         model.eval()
         row["infer_batch_amp_s"] = median_time(lambda: infer(True), args.iters, args.warmup, device)
+    if device.type == "cuda":
+        row.update({images: args.batch / row[step] for step, images in THROUGHPUT.items() if step in row})
     if "gflops" in row:
         # the padded batch is `batch` full-size images; a multiply-add is 2 floating-point operations
         row["infer_gflop_per_s"] = 2 * row["gflops"] * args.batch / row["infer_batch_s"]
         row["matmul_fraction"] = row["infer_gflop_per_s"] / args.matmul_gflop_per_s
     return row
+
+
+#: Training throughput (CUDA rows): the images/s entry of each train-step time entry.
+THROUGHPUT = {
+    "train_step_s": "train_images_per_s",
+    "official_train_step_s": "official_train_images_per_s",
+    "train_step_amp_s": "train_amp_images_per_s",
+    "official_train_step_amp_s": "official_train_amp_images_per_s",
+}
+
+
+def resident_bytes(modules, optimizer, device) -> int:
+    """Bytes that ``modules`` and ``optimizer`` keep on ``device`` between training steps: the distinct storages
+    of the parameters, their gradients, the buffers and the optimizer state."""
+    import torch
+
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    tensors += [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+    tensors += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in tensors if t.device.type == device.type}
+    return sum(storages.values())
+
+
+def train_memory(key: str, train_step, resident, device) -> dict:
+    """On CUDA, ``{key: GiB}``: the peak memory of one more training step as if its model
+    were alone on the GPU (a side-by-side run holds both models), i.e. what the step allocates above the memory in
+    use before it, plus ``resident()``, what its own model keeps between steps. Allocated tensors only: the CUDA
+    context and the allocator's cached blocks are not counted. Elsewhere ``{}``."""
+    if device.type != "cuda":
+        return {}
+    import torch
+
+    own = resident()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    train_step()
+    torch.cuda.synchronize(device)
+    return {key: (torch.cuda.max_memory_allocated(device) - before + own) / 2**30}
 
 
 def compile_ours(model, infer, args) -> dict:
@@ -302,8 +345,10 @@ def compile_ours(model, infer, args) -> dict:
     return {"compile_s": time.perf_counter() - start}
 
 
-def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
-    """Official and project model on the same batch and threads, each with its own optimizer, steps alternating."""
+def side_by_side(model, train_step, infer, inputs, device, args, ours_resident) -> dict:
+    """Official and project model on the same batch and threads, each with its own optimizer, steps alternating;
+    on CUDA also each one's peak training memory (``train_memory``; ``ours_resident()``: what our model and
+    optimizer keep between steps)."""
     import torch
 
     from detr_core.solver import add_grad_clipping
@@ -332,9 +377,17 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
         with torch.no_grad(), torch.autocast(device.type, enabled=amp, dtype=torch.bfloat16 if amp else None):
             off_forward()
 
+    def off_resident():
+        return resident_bytes((official, criterion), off_optimizer, device)
+
+    def memory(key, off_step, step):
+        off = train_memory(key, off_step, off_resident, device)
+        return {**{f"official_{k}": v for k, v in off.items()}, **train_memory(key, step, ours_resident, device)}
+
     for module in (official, criterion, model):
         module.train()
     train = alternating_times({"official": off_train_step, "ours": train_step}, args.iters, args.warmup, device)
+    train_mem = memory("train_peak_mem_GiB", off_train_step, train_step)
     official.eval()
     model.eval()
     compiled = compile_ours(model, infer, args)
@@ -343,12 +396,14 @@ def side_by_side(model, train_step, infer, inputs, device, args) -> dict:
         **compiled,
         **paired_entries("train", train, "train_step_s"),
         **paired_entries("infer", infer_s, "infer_batch_s"),
+        **train_mem,
     }
     if args.amp:
         for module in (official, criterion, model):
             module.train()
         train = alternating_times({"official": lambda: off_train_step(True), "ours": lambda: train_step(True)},
                                   args.iters, args.warmup, device)
+        row.update(memory("train_amp_peak_mem_GiB", lambda: off_train_step(True), lambda: train_step(True)))
         official.eval()
         model.eval()
         infer_s = alternating_times({"official": lambda: off_infer(True), "ours": lambda: infer(True)},
@@ -378,8 +433,14 @@ def markdown(rows) -> str:
         ("train_amp_speedup", "train AMP official/ours", "{:.2f}x"),
         ("infer_batch_amp_s", "inference AMP (s/batch)", "{:.3f}"),
         ("infer_amp_speedup", "inference AMP official/ours", "{:.2f}x"),
+        ("official_train_peak_mem_GiB", "official train mem (GiB)", "{:.2f}"),
         ("train_peak_mem_GiB", "train mem (GiB)", "{:.2f}"),
+        ("official_train_amp_peak_mem_GiB", "official train AMP mem (GiB)", "{:.2f}"),
+        ("train_amp_peak_mem_GiB", "train AMP mem (GiB)", "{:.2f}"),
+        ("official_train_images_per_s", "official train images/s", "{:.1f}"),
         ("train_images_per_s", "train images/s", "{:.1f}"),
+        ("official_train_amp_images_per_s", "official train AMP images/s", "{:.1f}"),
+        ("train_amp_images_per_s", "train AMP images/s", "{:.1f}"),
     ]
     cols = [c for c in cols if any(c[0] in r for r in rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]

@@ -316,3 +316,23 @@ def test_side_by_side_ratio_is_the_median_of_the_alternating_pairs():
                    "infer_speedup_quartiles": [0.5, 0.5]}
     assert bench.paired_ratio([3.0, 1.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]) == (2.5, 1.75, 3.25)
     assert bench.paired_ratio([3.0], [2.0]) == (1.5, 1.5, 1.5)
+
+
+def test_resident_bytes_counts_each_storage_a_model_keeps_between_steps_once():
+    import torch
+
+    import tools.benchmark_speed as bench
+
+    cpu = torch.device("cpu")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer = torch.optim.AdamW(model.parameters())
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert bench.resident_bytes([model], optimizer, cpu) == params + buffers
+    model(torch.randn(5, 4)).sum().backward()
+    optimizer.step()
+    steps = sum(s["step"].numel() * s["step"].element_size() for s in optimizer.state.values())
+    # gradients and both moments add the parameters' size three times; a module given twice counts once
+    assert bench.resident_bytes([model, model], optimizer, cpu) == 4 * params + buffers + steps
+    assert bench.resident_bytes([model], optimizer, torch.device("cuda")) == 0  # nothing of it on the GPU
+    assert bench.train_memory("train_peak_mem_GiB", lambda: None, lambda: 0, cpu) == {}
