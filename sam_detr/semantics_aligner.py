@@ -67,8 +67,8 @@ class SemanticsAligner(nn.Module):
         temperature: of the sine encoding of the salient points.
         dense_sampling: compute RoIAlign, ``point1`` and the point sampling as matrix products
             (:mod:`.dense_sampling`): the same functions summed in another order, much faster on the CPU at
-            stride 32 (slower, and bigger, on DC5's stride-16 maps). Off by default: torchvision's and
-            PyTorch's kernels, as the official code.
+            stride 32 (slower, and bigger, on DC5's stride-16 maps and on a GPU). Off by default:
+            torchvision's and PyTorch's kernels, as the official code.
     """
 
     def __init__(self, d_model: int = 256, num_points: int = 8, roi_size: int = 7, point_channels: int = 64,

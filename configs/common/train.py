@@ -11,7 +11,7 @@ train = dict(
     device="auto",  # cuda when available, else cpu
     seed=-1,  # >= 0: seed every RNG (seed + rank), as detectron2's default_setup does
     # fp32, as every official recipe trains. train.amp.enabled=True switches to detectron2's AMPTrainer
-    # (mixed precision, CUDA only; CPU always trains in fp32): faster, but no longer the official recipe.
+    # (mixed precision, CUDA only; CPU always trains in fp32): less memory, but no longer the official recipe.
     amp=dict(enabled=False),
     # --eval-only and the Predictor: torch.compile the backbone and transformer with the loaded weights frozen
     # in (detr_core.compiled; inference only, a one-off compilation per input size, needs a C++ compiler).

@@ -18,7 +18,7 @@ model = detr_family_model(
     L(SAMDETRTransformer)(
         **TRANSFORMER, dropout=0.1, activation="relu", smca=False, smca_beta=8.0,
         roi_size=7, point_channels=64, point_hidden_dims=(256, 512, 512),  # the Semantics Aligner
-        dense_sampling=False,  # True: the aligner's sampling as matrix products (faster at stride 32, other rounding)
+        dense_sampling=False,  # True: sampling as GEMMs (faster on CPUs at stride 32, not GPUs; other rounding)
     ),
     num_queries=300, loss_class="focal", class_weight=2.0, cost_class=2.0, pe_offset=-0.5, in_feature="res5",
     input_proj_norm=False, test_topk=100,
