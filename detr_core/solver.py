@@ -35,7 +35,8 @@ def add_grad_clipping(optimizer: torch.optim.Optimizer, max_norm: float, norm_ty
     AMPTrainer. The norm is that of the true (unscaled) gradients under AMP too: a GradScaler unscales the
     gradients before ``step`` for most optimizers, but hands a fused one (the configs' ``fused=True`` AdamW)
     the still-scaled gradients with their scale in ``optimizer.grad_scale``, to be unscaled inside its
-    kernel; the threshold is then scaled by the same factor. Returns the hook handle.
+    kernel; the hook then divides the norm it measures by that factor (on the device, without a host sync).
+    Returns the hook handle.
     """
     if max_norm <= 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
@@ -43,7 +44,10 @@ def add_grad_clipping(optimizer: torch.optim.Optimizer, max_norm: float, norm_ty
     def clip(opt, args, kwargs):
         params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
         scale = getattr(opt, "grad_scale", None)  # set by GradScaler.step only while a fused step runs
-        threshold = max_norm if scale is None else max_norm * scale
-        torch.nn.utils.clip_grad_norm_(params, threshold, norm_type=norm_type)
+        if scale is None:
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
+        else:  # the gradients are still multiplied by the loss scale: clip by the true gradients' norm
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params], norm_type) / scale
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
 
     return optimizer.register_step_pre_hook(clip)

@@ -18,10 +18,10 @@ def _loss(model, x):
     return model(x).square().sum()
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_clipping_under_a_grad_scaler_clips_the_unscaled_gradients(fused):
-    """GradScaler unscales before a plain step but hands a fused optimizer the scaled gradients: with SGD at
-    lr 1 the update is minus the clipped true gradient either way."""
+@pytest.mark.parametrize("fused, unscale_first", [(False, False), (True, False), (True, True)])
+def test_clipping_under_a_grad_scaler_clips_the_unscaled_gradients(fused, unscale_first):
+    """GradScaler unscales before a plain step but hands a fused optimizer the scaled gradients (unless the
+    caller unscaled them first): with SGD at lr 1 the update is minus the clipped true gradient each way."""
     model, x = _model_and_batch()
     true_grads = torch.autograd.grad(_loss(model, x), list(model.parameters()))
     norm = torch.nn.utils.get_total_norm(true_grads)
@@ -31,9 +31,11 @@ def test_clipping_under_a_grad_scaler_clips_the_unscaled_gradients(fused):
     add_grad_clipping(optimizer, MAX_NORM)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     scaler.scale(_loss(model, x)).backward()
+    if unscale_first:
+        scaler.unscale_(optimizer)
     scaler.step(optimizer)
     for p, p0, g in zip(model.parameters(), before, true_grads):
-        torch.testing.assert_close(p0 - p.detach(), g * MAX_NORM / norm, rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(p0 - p.detach(), g * MAX_NORM / norm, rtol=1e-4, atol=1e-7)
 
 
 def test_fused_adamw_under_a_grad_scaler_steps_as_without_it():

@@ -336,3 +336,14 @@ def test_resident_bytes_counts_each_storage_a_model_keeps_between_steps_once():
     assert bench.resident_bytes([model, model], optimizer, cpu) == 4 * params + buffers + steps
     assert bench.resident_bytes([model], optimizer, torch.device("cuda")) == 0  # nothing of it on the GPU
     assert bench.train_memory("train_peak_mem_GiB", lambda: None, lambda: 0, cpu) == {}
+
+
+def test_markdown_has_a_column_for_every_cuda_entry():
+    import tools.benchmark_speed as bench
+
+    keys = [*bench.THROUGHPUT, *bench.THROUGHPUT.values()]
+    keys += [f"{side}train{amp}_peak_mem_GiB" for side in ("", "official_") for amp in ("", "_amp")]
+    keys += ["official_infer_batch_amp_s", "infer_batch_amp_s"]
+    row = {"config": "c.py", **{k: 1.0 for k in keys}}
+    header = bench.markdown([row]).splitlines()[0]
+    assert header.count("|") - 1 == len(keys) + 1  # one column per entry, plus the config
