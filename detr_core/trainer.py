@@ -47,7 +47,8 @@ def build_detr_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
       the others at ``SOLVER.BASE_LR``, ``SOLVER.WEIGHT_DECAY`` on all (frozen ones left out);
     * ``SOLVER.CLIP_GRADIENTS`` with ``CLIP_TYPE: "full_model"``: the global norm of all gradients is clipped
       to ``CLIP_VALUE`` (``NORM_TYPE``) before every step, as the papers do; ``"value"`` / ``"norm"`` are
-      detectron2's per-parameter clipping.
+      detectron2's per-parameter clipping (with AdamW's per-tensor loop: that clipping runs inside ``step``,
+      where a fused AdamW would hold AMP's still-scaled gradients).
     """
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name not in OPTIMIZERS:
@@ -58,6 +59,10 @@ def build_detr_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     if not (clip.ENABLED and clip.CLIP_TYPE == "full_model"):
         # detectron2's per-parameter clipping (a no-op when clipping is disabled)
         optimizer_type = maybe_add_gradient_clipping(cfg, optimizer_type)
+        if clip.ENABLED:
+            # it clips inside step(), where under AMP a fused optimizer still holds the scaled gradients
+            # (GradScaler leaves the unscaling to the fused kernel): use the per-tensor loop instead
+            extra = {k: v for k, v in extra.items() if k != "fused"}
     optimizer = optimizer_type(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **extra)
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         add_grad_clipping(optimizer, clip.CLIP_VALUE, clip.NORM_TYPE)

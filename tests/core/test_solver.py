@@ -64,3 +64,32 @@ def test_fused_adamw_under_a_grad_scaler_steps_as_without_it():
 def test_clipping_refuses_a_non_positive_norm():
     with pytest.raises(ValueError, match="max_norm must be positive"):
         add_grad_clipping(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 0.0)
+
+
+@pytest.mark.parametrize("clip_type", ["full_model", "value", "norm"])
+def test_yacs_optimizer_under_a_grad_scaler_steps_as_without_it(clip_type):
+    """Every SOLVER.CLIP_GRADIENTS type clips the true gradients under AMP: the global norm through the scale-aware
+    hook, detectron2's per-parameter clipping (which runs inside step()) with the per-tensor AdamW."""
+    from detr_core.model_zoo import get_detr_family_cfg
+    from detr_core.trainer import build_detr_optimizer
+
+    cfg = get_detr_family_cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = clip_type
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = MAX_NORM
+    cfg.SOLVER.BASE_LR = 0.1
+    model, x = _model_and_batch()
+    model = torch.nn.Sequential(model)
+    reference = copy.deepcopy(model)
+    optimizer, ref_optimizer = build_detr_optimizer(cfg, model), build_detr_optimizer(cfg, reference)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for _ in range(3):
+        optimizer.zero_grad()
+        scaler.scale(_loss(model, x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        ref_optimizer.zero_grad()
+        _loss(reference, x).backward()
+        ref_optimizer.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
