@@ -315,11 +315,19 @@ def setup_yacs(args) -> CfgNode:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
-    if not cfg.MODEL.DEVICE.startswith("cuda"):
+    amp_ignored = cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda")
+    if amp_ignored:
         cfg.SOLVER.AMP.ENABLED = False
     cfg.freeze()
     default_setup(cfg, args)
+    if amp_ignored:
+        logging.getLogger("detectron2").warning(amp_ignored_message("SOLVER.AMP.ENABLED", cfg.MODEL.DEVICE))
     return cfg
+
+
+def amp_ignored_message(key: str, device: str) -> str:
+    return (f"{key} is ignored on {device}: mixed precision (detectron2's AMPTrainer) needs CUDA; "
+            "training in float32")
 
 
 def main_yacs(args, cfg: CfgNode):
@@ -368,6 +376,8 @@ def main(args):
     if keep_freed_cpu_memory(device):
         logger.info("CPU run: malloc keeps freed memory for reuse instead of returning it to the system "
                     "(fewer page faults; DETR_KEEP_FREED_MEMORY=0 turns this off)")
+    if not yacs and not args.eval_only and cfg.train.get("amp", {}).get("enabled") and not device.startswith("cuda"):
+        logger.warning(amp_ignored_message("train.amp.enabled", device))
     if yacs:
         return main_yacs(args, cfg)
     if args.eval_only:
