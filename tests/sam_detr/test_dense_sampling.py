@@ -11,7 +11,7 @@ import torchvision
 from sam_detr.dense_sampling import bilinear_sampling_matrix, dense_roi_align, roi_align_matrix
 from sam_detr.semantics_aligner import SemanticsAligner, valid_ratios
 
-from .test_semantics_aligner import D, M, make_inputs
+from .test_semantics_aligner import D, M, assert_aligner_runs_close, make_inputs
 
 
 def awkward_boxes(bsz, height, width, seed=0):
@@ -108,15 +108,8 @@ def test_aligner_with_dense_sampling_matches_the_default_outputs_and_gradients(p
         out = aligner.train()(tgt, memory, boxes, valid_ratios(mask))
         loss = sum((v * torch.linspace(-1, 1, v.numel()).view_as(v)).sum() for v in out.values() if v is not None)
         results.append((out, torch.autograd.grad(loss, [memory, *aligner.parameters()])))
-    (plain, plain_grads), (dense, dense_grads) = results
-    for key in plain:
-        if plain[key] is None:
-            assert dense[key] is None
-        else:
-            torch.testing.assert_close(dense[key], plain[key], rtol=0, atol=1e-5, msg=key)
-    for a, b in zip(dense_grads, plain_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert plain_grads[0].abs().sum() > 0
+    plain, dense = results
+    assert_aligner_runs_close(dense, plain, atol=1e-5, grad_rtol=1e-4, grad_atol=1e-5)
 
 
 def test_the_switch_reaches_the_aligner_from_lazyconfig_and_yacs():
