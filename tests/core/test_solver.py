@@ -18,6 +18,22 @@ def _loss(model, x):
     return model(x).square().sum()
 
 
+def _assert_scaled_steps_equal_plain_steps(model, optimizer, reference, ref_optimizer, x, steps=3):
+    """``steps`` steps of ``model`` through a GradScaler (loss scale 2^16) end where the same steps of its copy
+    ``reference`` without one do."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        scaler.scale(_loss(model, x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        ref_optimizer.zero_grad()
+        _loss(reference, x).backward()
+        ref_optimizer.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("fused, unscale_first", [(False, False), (True, False), (True, True)])
 def test_clipping_under_a_grad_scaler_clips_the_unscaled_gradients(fused, unscale_first):
     """GradScaler unscales before a plain step but hands a fused optimizer the scaled gradients (unless the
@@ -48,17 +64,7 @@ def test_fused_adamw_under_a_grad_scaler_steps_as_without_it():
     ref_optimizer = torch.optim.AdamW(reference.parameters(), lr=0.1, fused=True)
     for opt in (optimizer, ref_optimizer):
         add_grad_clipping(opt, MAX_NORM)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    for _ in range(3):
-        optimizer.zero_grad()
-        scaler.scale(_loss(model, x)).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        ref_optimizer.zero_grad()
-        _loss(reference, x).backward()
-        ref_optimizer.step()
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    _assert_scaled_steps_equal_plain_steps(model, optimizer, reference, ref_optimizer, x)
 
 
 def test_clipping_refuses_a_non_positive_norm():
@@ -82,14 +88,4 @@ def test_yacs_optimizer_under_a_grad_scaler_steps_as_without_it(clip_type):
     model = torch.nn.Sequential(model)
     reference = copy.deepcopy(model)
     optimizer, ref_optimizer = build_detr_optimizer(cfg, model), build_detr_optimizer(cfg, reference)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    for _ in range(3):
-        optimizer.zero_grad()
-        scaler.scale(_loss(model, x)).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        ref_optimizer.zero_grad()
-        _loss(reference, x).backward()
-        ref_optimizer.step()
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    _assert_scaled_steps_equal_plain_steps(model, optimizer, reference, ref_optimizer, x)
