@@ -213,6 +213,8 @@ def do_train(args, cfg):
     train_loader = build_train_loader(cfg, start_iter)
     model = create_ddp_model(model, **ddp_kwargs(cfg))
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
+    if cfg.train.amp.enabled and not use_amp:
+        logger.warning(amp_ignored_message("train.amp.enabled", cfg.train.device))
     trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer, rng=RNGState())
     checkpointer.allow_mismatch = cfg.train.get("allow_checkpoint_mismatch", False)
@@ -376,8 +378,6 @@ def main(args):
     if keep_freed_cpu_memory(device):
         logger.info("CPU run: malloc keeps freed memory for reuse instead of returning it to the system "
                     "(fewer page faults; DETR_KEEP_FREED_MEMORY=0 turns this off)")
-    if not yacs and not args.eval_only and cfg.train.get("amp", {}).get("enabled") and not device.startswith("cuda"):
-        logger.warning(amp_ignored_message("train.amp.enabled", device))
     if yacs:
         return main_yacs(args, cfg)
     if args.eval_only:

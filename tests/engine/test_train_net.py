@@ -201,14 +201,21 @@ def test_cpu_runs_keep_freed_memory_and_say_so_in_the_log(tiny_data, tmp_path, m
 def test_amp_on_the_cpu_is_ignored_with_a_warning_in_the_log(tiny_data, tmp_path, monkeypatch):
     """AMP is CUDA-only: on the CPU both config routes train in float32 and say why in log.txt."""
     seen = []
-    monkeypatch.setattr(train_net, "do_train", lambda args, cfg: seen.append(cfg.train.amp.enabled))
+    simple_trainer = train_net.SimpleTrainer
+
+    def record_trainer(*args, **kwargs):
+        seen.append("SimpleTrainer")
+        return simple_trainer(*args, **kwargs)
+
+    monkeypatch.setattr(train_net, "SimpleTrainer", record_trainer)
     monkeypatch.setattr(train_net, "main_yacs", lambda args, cfg: seen.append(cfg.SOLVER.AMP.ENABLED))
-    run(*TINY_MODEL, f"train.output_dir={tmp_path / 'lazy'}", "train.device=cpu", "train.amp.enabled=True")
+    run(*TINY_MODEL, f"train.output_dir={tmp_path / 'lazy'}", "train.device=cpu", "train.amp.enabled=True",
+        "train.max_iter=1", "train.eval_period=100")
     yaml = tmp_path / "tiny.yaml"
     yaml.write_text(f'_BASE_: "{os.path.abspath("configs/cond_detr/cond_detr_r50_50ep.yaml")}"\n')
     train_net.main(train_net.argument_parser().parse_args(
         ["--config-file", str(yaml), "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "True",
          "OUTPUT_DIR", str(tmp_path / "yacs")]))
-    assert seen == [True, False]  # the LazyConfig route leaves it to do_train, which uses SimpleTrainer off CUDA
+    assert seen == ["SimpleTrainer", False]  # float32 training on both routes
     for run_dir, key in (("lazy", "train.amp.enabled"), ("yacs", "SOLVER.AMP.ENABLED")):
         assert f"{key} is ignored on cpu: mixed precision" in (tmp_path / run_dir / "log.txt").read_text()
