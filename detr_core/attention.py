@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import dropout
+from .linear import Linear, linear
 
 __all__ = [
     "explicit_softmax",
@@ -101,7 +102,7 @@ class MultiheadAttention(nn.Module):
         self.dropout = dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = Linear(embed_dim, embed_dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
@@ -117,11 +118,11 @@ class MultiheadAttention(nn.Module):
         e = self.embed_dim
         w, b = self.in_proj_weight, self.in_proj_bias
         if query is key:
-            q, k = F.linear(query, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
+            q, k = linear(query, w[: 2 * e], b[: 2 * e]).chunk(2, dim=-1)
         else:
-            q = F.linear(query, w[:e], b[:e])
-            k = F.linear(key, w[e : 2 * e], b[e : 2 * e])
-        return q, k, F.linear(value, w[2 * e :], b[2 * e :])
+            q = linear(query, w[:e], b[:e])
+            k = linear(key, w[e : 2 * e], b[e : 2 * e])
+        return q, k, linear(value, w[2 * e :], b[2 * e :])
 
     def attend(self, q, k, v, attn_bias=None, need_weights: bool = False):
         """:func:`multi_head_attention` over projected heads, with this module's heads and dropout."""
@@ -153,7 +154,7 @@ class ProjectedAttention(nn.Module):
         self.num_heads = num_heads
         self.dropout = dropout
         self.scale = (embed_dim // num_heads) ** -0.5
-        self.out_proj = nn.Linear(value_dim, value_dim)
+        self.out_proj = Linear(value_dim, value_dim)
         nn.init.zeros_(self.out_proj.bias)
 
     dropout_p = MultiheadAttention.dropout_p

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .attention import ProjectedAttention
+from .linear import Linear
 from .transformer import MLP, PostNormDecoderLayer
 
 __all__ = [
@@ -44,11 +45,11 @@ class ConditionalSelfAttention(ProjectedAttention):
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
         super().__init__(d_model, num_heads, dropout)
-        self.qcontent_proj = nn.Linear(d_model, d_model)
-        self.qpos_proj = nn.Linear(d_model, d_model)
-        self.kcontent_proj = nn.Linear(d_model, d_model)
-        self.kpos_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
+        self.qcontent_proj = Linear(d_model, d_model)
+        self.qpos_proj = Linear(d_model, d_model)
+        self.kcontent_proj = Linear(d_model, d_model)
+        self.kpos_proj = Linear(d_model, d_model)
+        self.v_proj = Linear(d_model, d_model)
 
     def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, need_weights: bool = False):
         """tgt, query_pos: (B, Q, C) -> ((B, Q, C), weights or None)."""
@@ -85,7 +86,7 @@ class ConditionalDecoderLayer(PostNormDecoderLayer):
             raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
         self.self_attn = ConditionalSelfAttention(d_model, nhead, dropout=dropout)
         for name in ("qcontent", "qpos", "kcontent", "kpos", "v", "qpos_sine"):  # the official order
-            setattr(self, f"ca_{name}_proj", nn.Linear(d_model, d_model))
+            setattr(self, f"ca_{name}_proj", Linear(d_model, d_model))
         self.cross_attn = ProjectedAttention(2 * d_model, nhead, dropout=dropout, value_dim=d_model)
 
     @property

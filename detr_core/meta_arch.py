@@ -14,6 +14,7 @@ from torchvision.ops import box_convert
 from .backbone import feature_shape_spec, padding_mask
 from .compiled import check_trainable
 from .config import base_from_config
+from .linear import Linear
 from .outputs import DecoderOutput
 from .transformer import MLP
 
@@ -188,7 +189,7 @@ class DETRMetaArch(nn.Module):
         ``zero_box_init`` zeroes the box head's last layer (Conditional, DAB and SAM-DETR: the first
         predictions are the references themselves). Everything else keeps PyTorch's default init.
         """
-        class_embed = nn.Linear(d_model, self.num_logits)
+        class_embed = Linear(d_model, self.num_logits)
         if self.score_activation == "sigmoid":
             nn.init.constant_(class_embed.bias, focal_class_bias(0.01))
         bbox_embed = MLP(d_model, d_model, 4, 3)

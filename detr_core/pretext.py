@@ -20,6 +20,8 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, ImageList, pairwise_iou
 from torch import nn
 
+from .linear import Linear
+
 __all__ = [
     "BoxClassifier", "backbone_checkpoint", "backbone_record", "check_backbone_file", "ensure_backbone", "pretrain",
 ]
@@ -63,9 +65,9 @@ class BoxClassifier(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(shape.channels * pooler_resolution**2, hidden_dim),
+            Linear(shape.channels * pooler_resolution**2, hidden_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, num_classes + 1),
+            Linear(hidden_dim, num_classes + 1),
         )
         self.background_boxes = background_boxes
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)

@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention import MultiheadAttention
 from .dropout import Dropout
+from .linear import Linear
 from .outputs import DecoderOutput
 
 __all__ = [
@@ -41,7 +42,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -100,9 +101,9 @@ class PostNormLayer(nn.Module):
         self.d_model = d_model
         self.nhead = nhead
         self.build_attention(d_model, nhead, dropout, **attention_options)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         for step in range(1, self.num_steps + 1):
             setattr(self, f"norm{step}", nn.LayerNorm(d_model))
         for step in range(1, self.num_steps + 1):

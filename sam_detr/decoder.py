@@ -18,6 +18,7 @@ from torch import nn
 from detr_core.attention import ProjectedAttention, explicit_softmax, padding_bias
 from detr_core.conditional_attention import ConditionalSelfAttention
 from detr_core.dropout import dropout
+from detr_core.linear import Linear
 from detr_core.outputs import DecoderOutput
 from detr_core.position_encoding import sine_embedding
 from detr_core.spatial_prior import FeatureGrid, feature_grid, gaussian_log_prior
@@ -94,7 +95,7 @@ class SAMDecoderLayer(PostNormDecoderLayer):
         )
         # Cross-attention: q/k of width d per head (scale d^-0.5), values of d / M per head.
         for name in ("qcontent", "kcontent", "v"):  # the official order
-            setattr(self, f"ca_{name}_proj", nn.Linear(d_model, d_model))
+            setattr(self, f"ca_{name}_proj", Linear(d_model, d_model))
         self.ca_qpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.ca_kpos_sine_proj = MLP(d_model, d_model, d_model, 2)
         self.cross_attn = SharedKeyAttention(nhead * d_model, nhead, dropout=dropout, value_dim=d_model)

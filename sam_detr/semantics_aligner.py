@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert
 
+from detr_core.linear import Linear
 from detr_core.position_encoding import sine_embedding
 
 from .dense_sampling import bilinear_sampling_matrix, roi_align_matrix
@@ -84,15 +85,15 @@ class SemanticsAligner(nn.Module):
         dims = [point_channels * roi_size * roi_size, *point_hidden_dims]
         layers = []
         for i, o in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(i, o), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], num_points * (4 if predict_scales else 2)))
+            layers += [Linear(i, o), nn.ReLU()]
+        layers.append(Linear(dims[-1], num_points * (4 if predict_scales else 2)))
         self.point2 = nn.Sequential(*layers)
         # As upstream: zeros here, but the transformer's Xavier pass (run after construction) re-draws the
         # weight, so only the bias stays 0 and the initial points are not all at the box centre.
         nn.init.zeros_(self.point2[-1].weight)
         nn.init.zeros_(self.point2[-1].bias)
-        self.attn1 = nn.Linear(d_model, d_model * num_points)
-        self.attn2 = nn.Linear(d_model, d_model * num_points)
+        self.attn1 = Linear(d_model, d_model * num_points)
+        self.attn2 = Linear(d_model, d_model * num_points)
 
     def roi_features(self, memory_2d: torch.Tensor, boxes: torch.Tensor, valid_ratio: torch.Tensor) -> torch.Tensor:
         """RoIAlign of every query's reference box (torchvision's kernel, also with ``dense_sampling``).

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from detr_core.attention import MultiheadAttention
+from detr_core.linear import Linear
 from detr_core.transformer import TransformerEncoderLayer
 
 from .spatially_modulated_co_attention import SMCADecoderLayer, SMCATransformer
@@ -156,7 +157,7 @@ class ScaleSelectionDecoderLayer(SMCADecoderLayer):
         super().__init__(*args, **sets, **kwargs)
         self.num_levels = num_levels
         self.multihead_attn = ScaleSelectionAttention(self.d_model, self.nhead, dropout=self.multihead_attn.dropout)
-        self.scale_selection = nn.Linear(self.d_model, num_levels)
+        self.scale_selection = Linear(self.d_model, num_levels)
 
     def scale_weights(self, out: torch.Tensor) -> torch.Tensor:
         """α = softmax(scale_selection(out)) (B, Q, L), from the layer's LN4(tgt + query_pos)."""

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from detr_core.attention import padding_bias
+from detr_core.linear import Linear
 from detr_core.outputs import DecoderOutput
 from detr_core.spatial_prior import FeatureGrid, axis_square_distances, feature_grid, gaussian_log_prior
 from detr_core.transformer import MLP, DETRDecoderLayer, DETRFamilyTransformer, xavier_init_
@@ -101,9 +102,9 @@ class SMCADecoderLayer(DETRDecoderLayer):
         self.num_scale_sets = num_scale_sets
         self.norm4 = nn.LayerNorm(d_model)
         self.point1 = MLP(d_model, d_model, 2, center_mlp_layers) if predict_center else None
-        self.point2 = nn.Linear(d_model, num_offset_sets * nhead * 2)
+        self.point2 = Linear(d_model, num_offset_sets * nhead * 2)
         n_scale = SCALE_OUTPUTS[dynamic_scale]
-        self.point3 = nn.Linear(d_model, num_scale_sets * nhead * n_scale) if n_scale else None
+        self.point3 = Linear(d_model, num_scale_sets * nhead * n_scale) if n_scale else None
 
     def reset_scale_parameters(self) -> None:
         """s = 1 at initialisation (``point3`` weight 0, bias 1), applied after the transformer's xavier."""
