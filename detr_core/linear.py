@@ -11,7 +11,8 @@ A linear layer is a 1 × 1 convolution: the rows of ``(..., K)`` input, viewed a
 layout, so :func:`linear` reaches oneDNN through ``F.conv2d`` without copying, with the usual autograd. Only
 the summation order differs from MKL's: on an R50 Conditional DETR the logits move by 3e-6 at most, less
 than MKL's own results move between 1 and 2 threads (4e-6). Products too small to gain (under
-:data:`ONEDNN_MIN_MACS` multiply-adds), other devices and dtypes, autocast and tracing keep ``F.linear``.
+:data:`ONEDNN_MIN_MACS` multiply-adds), other devices and dtypes, autocast, tracing and export keep
+``F.linear``; ``torch.compile`` keeps the convolution (Inductor then pre-packs its weight for oneDNN).
 
 ``use_onednn_linear(False)`` (or ``DETR_ONEDNN_LINEAR=0`` in the environment) turns the route off, e.g. on
 an Intel processor where MKL is as fast, or to compare the two.
@@ -58,6 +59,7 @@ def _through_onednn(input: torch.Tensor, weight: torch.Tensor) -> bool:
         and not torch.is_autocast_enabled("cpu")
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
+        and not torch.compiler.is_exporting()  # exported programs keep plain linear nodes (ONNX Gemm/MatMul)
     )
 
 

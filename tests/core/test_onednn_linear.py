@@ -166,3 +166,10 @@ def test_variants_train_the_same_through_onednn(variant, two_image_batch, monkey
     for n in grads:
         scale = ref_grads[n].abs().max().item()
         torch.testing.assert_close(grads[n], ref_grads[n], rtol=0, atol=1e-4 * max(scale, 1e-3), msg=n)
+
+
+def test_exported_programs_keep_plain_linear_nodes():
+    layer = Linear(256, 256)
+    program = torch.export.export(layer, (torch.randn(600, 256),))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert any("linear" in t for t in targets) and not any("conv" in t for t in targets), targets
