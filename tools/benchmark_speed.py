@@ -10,12 +10,12 @@
 Per config: median train-step time (forward + loss + backward + gradient clipping + AdamW step) and
 inference time per image, after warm-up; parameter count; inference GFLOPs of one image (detectron2's
 FlopCountAnalysis, with a handle for fused attention) and the arithmetic rate of inference against this
-machine's float32 matmul rate (a 2048^3 matmul on the same threads); on CUDA also the peak memory of a
-training step (allocated tensors, as if the model were alone on the GPU) and training images/s, for the
-official model too in a side-by-side run; AMP (bf16 autocast) timings when ``--amp``. The batch holds a
-full-size image and smaller ones padded to it. Models use random initialisation (speed does not depend on
-the weights). Times are absolute, so the table names the machine; compare them only with times taken on the
-same machine.
+machine's float32 matmul rate (a 2048^3 product on the same threads, the faster of PyTorch's matmul and the
+oneDNN route of ``detr_core.linear``); on CUDA also the peak memory of a training step (allocated tensors, as
+if the model were alone on the GPU) and training images/s, for the official model too in a side-by-side
+run; AMP (bf16 autocast) timings when ``--amp``. The batch holds a full-size image and smaller ones padded
+to it. Models use random initialisation (speed does not depend on the weights). Times are absolute, so the
+table names the machine; compare them only with times taken on the same machine.
 
 ``--official-root`` points at a checkout of the official repository of the configs' model
 (facebookresearch/detr, Atten4Vis/ConditionalDETR, IDEA-Research/DAB-DETR, gaopengcuhk/SMCA-DETR or
@@ -93,13 +93,16 @@ def machine_name() -> str:
 
 
 def matmul_gflops(device, threads: int, n: int = 2048, iters: int = 3) -> float:
-    """Float32 GFLOP/s of an n^3 matmul on ``device`` (the machine's practical arithmetic rate)."""
+    """Float32 GFLOP/s of an n^3 matrix product on ``device`` (the machine's practical arithmetic rate): the
+    faster of PyTorch's matmul and :func:`detr_core.linear.linear`, which on the CPU runs in oneDNN (on AMD
+    processors MKL's matmul leaves AVX-512 unused, so the models' products can outrun it)."""
     import torch
 
     from detr_core.benchmark import median_time
+    from detr_core.linear import linear
 
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    seconds = median_time(lambda: a @ b, iters, 1, device)
+    seconds = min(median_time(lambda: a @ b, iters, 1, device), median_time(lambda: linear(a, b), iters, 1, device))
     return 2 * n**3 / seconds / 1e9
 
 
