@@ -199,32 +199,3 @@ def assert_aligner_runs_close(actual, expected, atol, grad_rtol, grad_atol):
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=grad_rtol, atol=grad_atol)
     assert ref_grads[0].abs().sum() > 0
-
-
-def test_point1_runs_channels_last_for_training_on_cpu_with_the_plain_layouts_results():
-    """Where a backward may follow, ``point1``'s 1×1 convolution runs channels-last (its oneDNN backward is
-    faster there); inference keeps NCHW. Outputs and gradients are the NCHW convolution's, to rounding."""
-    memory_2d, mask, boxes, tgt = make_inputs(seed=4)
-    aligner = make_aligner(predict_scales=True).train()
-    layouts = []
-    aligner.point1[0].register_forward_pre_hook(
-        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)
-                                            and not args[0].is_contiguous()))
-
-    def run():
-        memory = memory_2d.clone().requires_grad_()
-        out = aligner(tgt, memory, boxes, valid_ratios(mask))
-        loss = sum((v * torch.linspace(-1, 1, v.numel()).view_as(v)).sum() for v in out.values())
-        return out, torch.autograd.grad(loss, [memory, *aligner.parameters()])
-
-    channels_last = run()
-    assert layouts and all(layouts)
-    layouts.clear()
-    with torch.no_grad():
-        aligner(tgt, memory_2d, boxes, valid_ratios(mask))
-    assert layouts and not any(layouts)
-    layouts.clear()
-    aligner._point1 = lambda roi: aligner.point1(roi)  # the plain NCHW call
-    nchw = run()
-    assert layouts and not any(layouts)
-    assert_aligner_runs_close(channels_last, nchw, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-6)
