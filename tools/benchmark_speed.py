@@ -95,7 +95,8 @@ def machine_name() -> str:
 def matmul_gflops(device, threads: int, n: int = 2048, iters: int = 3) -> float:
     """Float32 GFLOP/s of an n^3 matrix product on ``device`` (the machine's practical arithmetic rate): the
     faster of PyTorch's matmul and :func:`detr_core.linear.linear`, which on the CPU runs in oneDNN (on AMD
-    processors MKL's matmul leaves AVX-512 unused, so the models' products can outrun it)."""
+    processors MKL's matmul leaves AVX-512 unused, so the models' products can outrun it). With the route
+    turned off (``DETR_ONEDNN_LINEAR=0``) both are PyTorch's matmul."""
     import torch
 
     from detr_core.benchmark import median_time

@@ -1,10 +1,11 @@
 """``detr_core.linear``: float32 CPU products through oneDNN compute what ``F.linear`` computes.
 
-* the route (a 1×1 convolution over a channels-last view) gives ``F.linear``'s outputs and gradients, for
-  any leading shape, strided inputs and no bias, and is taken only where it is meant to be;
+* the route (a 1×1 convolution over a channels-last view) runs oneDNN's kernel and gives ``F.linear``'s
+  outputs and gradients, for any leading shape, strided inputs, weight slices and no bias, and is taken only
+  where it is meant to be;
 * ``Linear`` is an ``nn.Linear`` with the same checkpoint keys, and every linear layer of every variant is one;
-* every variant's losses and gradients are those of the plain path (threshold lowered so that the tiny models'
-  products take the route).
+* every variant's losses and gradients are those of the plain path with every product of its tiny model sent
+  through the route's views and convolution (whichever kernel PyTorch then picks for those small shapes).
 """
 import os
 import subprocess
@@ -15,48 +16,59 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.profiler import ProfilerActivity, profile
 
 import detr_core.linear as onednn
 from detr_core.linear import Linear, linear, use_onednn_linear
 
 from tests.variants import VARIANTS, tiny
 
-
-class OpNames(TorchDispatchMode):
-    """Records the aten operators called inside the block."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+KERNELS = {
+    "onednn": {"aten::mkldnn_convolution"},
+    "blas": {"aten::addmm", "aten::mm", "aten::bmm"},
+    "slow convolution": {"aten::thnn_conv2d", "aten::_slow_conv2d_forward"},
+}
 
 
 def route_of(fn, *args):
-    with OpNames() as ops:
+    """The kernel family ``fn(*args)`` ran its product in (exactly one), and its output."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         out = fn(*args)
-    routes = {"onednn"} if "convolution" in ops.names else set()
-    if ops.names & {"addmm", "mm", "bmm", "matmul", "linear"}:
-        routes.add("blas")
-    assert len(routes) == 1, ops.names
-    return routes.pop(), out
+    names = {event.name for event in prof.events()}
+    routes = [route for route, kernels in KERNELS.items() if names & kernels]
+    assert len(routes) == 1, sorted(names)
+    return routes[0], out
 
 
 @pytest.fixture
-def always_onednn(monkeypatch):
-    """Every float32 CPU product takes the oneDNN route, however small."""
+def two_threads():
+    """PyTorch sends a one-image 1×1 convolution to oneDNN only on more than one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def small_products_too(monkeypatch, two_threads):
+    """Products of any size take the route, when PyTorch would run their convolution in oneDNN."""
     monkeypatch.setattr(onednn, "ONEDNN_MIN_MACS", 0)
     previous = use_onednn_linear(True)
     yield
     use_onednn_linear(previous)
 
 
-@pytest.mark.parametrize("shape", [(37, 64), (5, 7, 64), (2, 3, 4, 64), (64,)])
+def assert_same_values_and_gradients(x, w, b, ours, ref):
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ref)
+    leaves = [t for t in (x, w, b) if t is not None and t.requires_grad]
+    for g_ours, g_ref in zip(torch.autograd.grad(ours, leaves, grad), torch.autograd.grad(ref, leaves, grad), strict=True):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(400, 64), (5, 90, 64), (2, 3, 70, 64)])  # over 20480 input elements
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_onednn_route_gives_the_outputs_and_gradients_of_f_linear(shape, with_bias, always_onednn):
+def test_onednn_route_gives_the_outputs_and_gradients_of_f_linear(shape, with_bias, small_products_too):
     torch.manual_seed(0)
     x = torch.randn(shape, requires_grad=True)
     w = torch.randn(48, 64, requires_grad=True)
@@ -65,29 +77,26 @@ def test_onednn_route_gives_the_outputs_and_gradients_of_f_linear(shape, with_bi
     assert route == "onednn"
     ref = F.linear(x, w, b)
     assert ours.shape == ref.shape == (*shape[:-1], 48) and ours.is_contiguous()
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(ref)
-    leaves = [t for t in (x, w, b) if t is not None]
-    for g_ours, g_ref in zip(torch.autograd.grad(ours, leaves, grad), torch.autograd.grad(ref, leaves, grad), strict=True):
-        torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-4)
+    assert_same_values_and_gradients(x, w, b, ours, ref)
 
 
-def test_onednn_route_reads_strided_inputs_and_weight_slices(always_onednn):
+def test_onednn_route_reads_strided_inputs_and_weight_slices(small_products_too):
     torch.manual_seed(0)
-    x = torch.randn(64, 30, 20).transpose(0, 2)  # (20, 30, 64), not contiguous
-    packed = torch.randn(3 * 32, 64)  # a packed in-projection, as attention slices it
+    x = torch.randn(64, 30, 20).transpose(0, 2).requires_grad_()  # (20, 30, 64), not contiguous
+    packed = torch.randn(3 * 32, 64, requires_grad=True)  # a packed in-projection, as attention slices it
     route, ours = route_of(linear, x, packed[32:64], None)
     assert route == "onednn"
-    torch.testing.assert_close(ours, F.linear(x, packed[32:64]), rtol=1e-5, atol=1e-5)
+    assert_same_values_and_gradients(x, packed, None, ours, F.linear(x, packed[32:64]))
 
 
-def test_the_route_is_taken_for_large_float32_cpu_products_only():
+def test_the_route_is_taken_for_large_float32_cpu_products_only(two_threads):
     torch.manual_seed(0)
     w = torch.randn(256, 256)
     large = torch.randn(600, 256)  # 39 M multiply-adds
     assert 600 * 256 * 256 >= onednn.ONEDNN_MIN_MACS > 8 * 256 * 256
     assert route_of(linear, large, w)[0] == "onednn"
     assert route_of(linear, large[:8], w)[0] == "blas"  # too small to gain
+    assert route_of(linear, large[0], w)[0] == "blas"  # one row
     assert route_of(linear, large.double(), w.double())[0] == "blas"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert route_of(linear, large, w)[0] == "blas"  # autocast decides the dtype, as for nn.Linear
@@ -95,6 +104,9 @@ def test_the_route_is_taken_for_large_float32_cpu_products_only():
         warnings.simplefilter("ignore")
         with torch.backends.mkldnn.flags(enabled=False):
             assert route_of(linear, large, w)[0] == "blas"  # the convolution would not reach oneDNN
+    torch.set_num_threads(1)  # PyTorch would run the convolution in its slow path: MKL plus a copy
+    assert route_of(linear, large, w)[0] == "blas"
+    torch.set_num_threads(2)
     assert route_of(linear, large[:0], w)[0] == "blas"
     previous = use_onednn_linear(False)
     try:
@@ -103,6 +115,11 @@ def test_the_route_is_taken_for_large_float32_cpu_products_only():
     finally:
         use_onednn_linear(previous)
     assert route_of(linear, large, w)[0] == "onednn"
+
+
+def test_shape_errors_are_f_linears():
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        linear(torch.randn(600, 256), torch.randn(256, 128))
 
 
 def test_environment_variable_turns_the_route_off():
@@ -130,8 +147,10 @@ def test_every_linear_layer_of_a_variant_takes_the_route(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=str)
-def test_variants_train_the_same_through_onednn(variant, two_image_batch, monkeypatch):
-    """Losses and every gradient of one training step, oneDNN route vs F.linear, same dropout draws."""
+def test_variants_train_the_same_through_onednn(variant, two_image_batch, monkeypatch, two_threads):
+    """Losses and every gradient of one training step, the route vs F.linear, same dropout draws. The tiny
+    models' products are too small for PyTorch to run their convolutions in oneDNN; sending them through the
+    route anyway checks its views and gradients at every call site (the kernel is checked above)."""
     taken = []
     through = onednn._through_onednn
 
@@ -141,6 +160,7 @@ def test_variants_train_the_same_through_onednn(variant, two_image_batch, monkey
 
     monkeypatch.setattr(onednn, "_through_onednn", counting)
     monkeypatch.setattr(onednn, "ONEDNN_MIN_MACS", 0)
+    monkeypatch.setattr(onednn, "_conv_reaches_onednn", lambda input: True)
     model = tiny(variant.name).train()
 
     def step(route_on: bool):
