@@ -96,14 +96,16 @@ def matmul_gflops(device, threads: int, n: int = 2048, iters: int = 3) -> float:
     """Float32 GFLOP/s of an n^3 matrix product on ``device`` (the machine's practical arithmetic rate): the
     faster of PyTorch's matmul and :func:`detr_core.linear.linear`, which on the CPU runs in oneDNN (on AMD
     processors MKL's matmul leaves AVX-512 unused, so the models' products can outrun it). With the route
-    turned off (``DETR_ONEDNN_LINEAR=0``) both are PyTorch's matmul."""
+    turned off (``DETR_ONEDNN_LINEAR=0``), and on other devices, ``linear`` is PyTorch's product: timed once."""
     import torch
 
     from detr_core.benchmark import median_time
-    from detr_core.linear import linear
+    from detr_core.linear import linear, onednn_linear_enabled
 
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    seconds = min(median_time(lambda: a @ b, iters, 1, device), median_time(lambda: linear(a, b), iters, 1, device))
+    seconds = median_time(lambda: a @ b, iters, 1, device)
+    if device.type == "cpu" and onednn_linear_enabled():
+        seconds = min(seconds, median_time(lambda: linear(a, b), iters, 1, device))
     return 2 * n**3 / seconds / 1e9
 
 
